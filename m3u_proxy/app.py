@@ -1,0 +1,100 @@
+"""The application factory: reading `create_app` shows the whole server.
+
+One aiohttp application serves both sides: players in, provider connections out.
+Shared objects live under the AppKeys of `m3u_proxy.keys`; resources that need the
+running loop (the store, the upstream session, background tasks) are opened and closed
+by ``cleanup_ctx`` entries, in order.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from m3u_proxy import middlewares
+from m3u_proxy.config import Config
+from m3u_proxy.events import EventBus
+from m3u_proxy.failover import COOLDOWNS, Cooldowns
+from m3u_proxy.keys import (
+    CONFIG,
+    EVENTS,
+    NETWORKS,
+    REGISTRY,
+    SESSION,
+    SIGNER,
+    STARTED,
+    STORE,
+    TRACKER,
+)
+from m3u_proxy.registry import Registry
+from m3u_proxy.routes import add_routes
+from m3u_proxy.store import SqliteStore, Store
+from m3u_proxy.tokens import Signer, new_secret
+from m3u_proxy.tracking import Tracker, run_sampler
+from m3u_proxy.upstream import build_session
+from m3u_proxy.webutil import parse_networks
+
+DB_NAME = "m3u-proxy.sqlite3"
+
+
+async def _secret(config: Config, store: Store) -> str:
+    """The URL-signing secret: from config, else generated once and persisted."""
+    if config.auth.secret_key:
+        return config.auth.secret_key
+    saved = (await store.load("settings")).get("secret")
+    if saved and isinstance(saved.get("value"), str):
+        return str(saved["value"])
+    secret = new_secret()
+    await store.put("settings", "secret", {"value": secret})
+    return secret
+
+
+def _store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        opened = store or await SqliteStore.open(app[CONFIG].data_path / DB_NAME)
+        app[STORE] = opened
+        app[REGISTRY] = Registry(opened)
+        await app[REGISTRY].load()
+        app[SIGNER] = Signer(await _secret(app[CONFIG], opened))
+        yield
+        await opened.close()
+
+    return ctx
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[SESSION] = build_session(app[CONFIG].upstream)
+    yield
+    await app[SESSION].close()
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    sampler = asyncio.create_task(
+        run_sampler(app[TRACKER], config.clients.client_timeout, app[REGISTRY].get)
+    )
+    yield
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+
+
+def create_app(config: Config, store: Store | None = None) -> web.Application:
+    """Build the server. ``store`` overrides the SQLite store (tests, other backends)."""
+    app = web.Application(
+        middlewares=[middlewares.access_log, middlewares.errors, middlewares.auth],
+        client_max_size=config.server.max_body_size,
+    )
+    app[CONFIG] = config
+    app[STARTED] = time.monotonic()
+    app[NETWORKS] = parse_networks(config.server.trusted_proxies)
+    app[EVENTS] = EventBus()
+    app[TRACKER] = Tracker(app[EVENTS], config.clients.stream_timeout)
+    app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
+    app.cleanup_ctx.extend([_store_ctx(store), _session_ctx, _background_ctx])
+    add_routes(app)
+    if config.server.root_path:
+        add_routes(app, config.server.root_path)
+    return app

@@ -1,0 +1,63 @@
+"""The error hierarchy: domain errors that the error middleware maps to ``{"detail": ...}``."""
+
+
+class ConfigError(Exception):
+    """Configuration cannot be used; the CLI prints it as one line and exits with status 2."""
+
+
+class StoreError(Exception):
+    """The persistent store cannot be opened, read or written."""
+
+
+class ApiError(Exception):
+    """An error a handler reports to the HTTP client with a status and a human sentence."""
+
+    status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class ValidationFailed(ApiError):
+    """A field failed validation (422); ``field`` names it, and the detail says so too."""
+
+    status = 422
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+
+
+class UpstreamFailed(ApiError):
+    """No upstream in the chain produced a usable answer before any byte was sent."""
+
+    status = 502
+
+
+class UpstreamTimedOut(UpstreamFailed):
+    status = 504

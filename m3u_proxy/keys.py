@@ -1,0 +1,25 @@
+"""Every object the application shares, under a typed `web.AppKey`."""
+
+import ipaddress
+
+import aiohttp
+from aiohttp import web
+
+from m3u_proxy.config import Config
+from m3u_proxy.events import EventBus
+from m3u_proxy.registry import Registry
+from m3u_proxy.store import Store
+from m3u_proxy.tokens import Signer
+from m3u_proxy.tracking import Tracker
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+REGISTRY = web.AppKey("registry", Registry)
+EVENTS = web.AppKey("events", EventBus)
+TRACKER = web.AppKey("tracker", Tracker)
+SIGNER = web.AppKey("signer", Signer)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+NETWORKS = web.AppKey("trusted_networks", list[Network])
+STARTED = web.AppKey("started_monotonic", float)

@@ -1,0 +1,93 @@
+"""Structured logging: structlog set-up and redaction of provider credentials.
+
+One canonical line per request is written by the access-log middleware; everything
+else logs snake_case events with key=value data. Output is JSON when stdout is not a
+TTY (journald, Docker) and a readable console format otherwise. Provider URLs carry
+credentials (``user:pass@``, ``?password=``, Xtream ``/live/<user>/<pass>/``); every
+string value that looks like a URL is redacted before it is rendered.
+"""
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+import structlog
+
+REDACTED = "***"
+_SECRET_QUERY_KEYS = re.compile(
+    r"pass|pwd|token|secret|key|auth|sig|session|username|user", re.IGNORECASE
+)
+# Xtream-Codes style paths put the account in the path: /live/<user>/<pass>/<id>.ts
+_XTREAM_PATH = re.compile(r"^/(live|movie|series|timeshift|hls)/([^/]+)/([^/]+)/", re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with passwords, token-like query values and Xtream credentials hidden."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{REDACTED}@{hostport}" if ":" in userinfo else f"{REDACTED}@{hostport}"
+    path = _XTREAM_PATH.sub(lambda m: f"/{m.group(1)}/{REDACTED}/{REDACTED}/", parts.path)
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{quote(k, safe='')}={REDACTED if _SECRET_QUERY_KEYS.search(k) else quote(v, safe='')}"
+            for k, v in pairs
+        )
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Redact every URL found inside free text (exception messages, reasons)."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def _redact_processor(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str) and "://" in value:
+            event_dict[key] = redact_text(value)
+    return event_dict
+
+
+def configure_logging(level: str, fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Set up structlog (and stdlib logging for aiohttp's own messages) once at start-up."""
+    out = stream or sys.stdout
+    as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    numeric = logging.getLevelName(level)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_processor,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

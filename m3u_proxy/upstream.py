@@ -1,0 +1,61 @@
+"""The one place that talks to providers: the pooled session and the request helper.
+
+Every provider request (stream bytes, HLS playlists, keys, segments, the failover
+resolver) goes through `build_session` and `upstream_headers`, so the stream's
+User-Agent and headers are injected in exactly one place. The session has no total
+timeout (a live stream never ends); ``sock_connect`` bounds connecting and
+``sock_read`` is the stall detector: aiohttp re-arms it on every received packet and
+suspends it while reading is paused by a slow client, so it measures provider silence.
+"""
+
+from collections.abc import Mapping
+
+import aiohttp
+
+from m3u_proxy.config import UpstreamConfig
+from m3u_proxy.registry import StreamDefinition
+
+# Passed through to the player when the provider sends them.
+PASS_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Last-Modified", "ETag")
+
+
+def build_session(config: UpstreamConfig) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=config.pool_limit,
+        limit_per_host=config.pool_limit_per_host,
+        keepalive_timeout=config.keepalive_timeout,
+        resolver=aiohttp.AsyncResolver(),
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout, sock_read=config.stall_timeout
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        read_bufsize=max(config.chunk_size, 2**16),
+        max_line_size=16_384,
+        max_field_size=16_384,
+    )
+
+
+def upstream_headers(
+    definition: StreamDefinition, default_user_agent: str, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Headers for a provider request: the stream's UA and headers win over defaults."""
+    headers = {
+        "User-Agent": definition.user_agent or default_user_agent,
+        # Bytes must reach the player exactly as the provider sent them.
+        "Accept-Encoding": "identity",
+    }
+    headers.update(definition.headers)
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+def request_timeout(config: UpstreamConfig, stall: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=config.connect_timeout, sock_read=stall or config.stall_timeout
+    )

@@ -1,0 +1,101 @@
+"""Small request helpers shared by handlers: JSON bodies, client address, URL building."""
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from m3u_proxy.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from m3u_proxy.keys import CONFIG, NETWORKS, SIGNER, Network
+
+
+def parse_networks(entries: Sequence[str]) -> list[Network]:
+    return [ipaddress.ip_network(entry, strict=False) for entry in entries]
+
+
+def _trusted(address: str | None, networks: list[Network]) -> bool:
+    if not address or not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_ip(request: web.Request) -> str:
+    """The viewer's address; X-Forwarded-For counts only when the peer is a trusted proxy.
+
+    Walk the chain from the right and stop at the first hop we do not trust, so a client
+    cannot spoof its address by sending its own X-Forwarded-For through a proxy.
+    """
+    networks = request.app[NETWORKS]
+    peer = request.remote or ""
+    if not _trusted(peer, networks):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    address = peer
+    for hop in reversed(hops):
+        address = hop
+        if not _trusted(hop, networks):
+            break
+    return address
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON body; 413 over ``max_body_size``, 400 when it is not JSON."""
+    limit = request.app[CONFIG].server.max_body_size
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("request body is not UTF-8 JSON") from exc
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+def query_flag(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValidationFailed(name, "must be true or false")
+
+
+def required_query(request: web.Request, name: str) -> str:
+    value = request.query.get(name)
+    if not value:
+        raise ValidationFailed(name, "query parameter is required")
+    return value
+
+
+def playback_path(request: web.Request, stream_id: str, hls: bool) -> str:
+    """The path a player uses for a stream, with root_path and the playback token."""
+    app = request.app
+    root = app[CONFIG].server.root_path
+    path = f"{root}/hls/{stream_id}/playlist.m3u8" if hls else f"{root}/stream/{stream_id}"
+    if app[CONFIG].auth.playback_auth:
+        path += f"?token={app[SIGNER].playback_token(stream_id)}"
+    return path
+
+
+def public_base(request: web.Request) -> str:
+    """Scheme and host for absolute URLs: config, else trusted X-Forwarded-*, else Host."""
+    configured = request.app[CONFIG].server.public_url
+    if configured:
+        return configured
+    scheme, host = request.scheme, request.host
+    if _trusted(request.remote, request.app[NETWORKS]):
+        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+    return f"{scheme}://{host}"

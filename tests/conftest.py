@@ -1,0 +1,54 @@
+"""Shared fixtures: a proxy app on a temp data dir, and the fake providers."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from m3u_proxy.app import create_app
+from m3u_proxy.config import Config, load_config
+from tests.providers import Provider
+
+ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
+    """Defaults plus per-section overrides, e.g. ``upstream={"stall_timeout": 0.5}``."""
+    config = load_config(None, {}, {"data_dir": str(data_dir)})
+    changes = {
+        name: attrs.evolve(getattr(config, name), **values) for name, values in sections.items()
+    }
+    return attrs.evolve(config, **changes)
+
+
+@pytest.fixture
+async def proxy_factory(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
+    """Start proxies (each on its own data dir unless one is given); closed at the end."""
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(
+        data_dir: Path | None = None, **sections: dict[str, Any]
+    ) -> TestClient[Any, Any]:
+        config = make_config(data_dir or tmp_path / f"data{len(clients)}", **sections)
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(config)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def proxy(proxy_factory: ProxyFactory) -> TestClient[Any, Any]:
+    return await proxy_factory()
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Provider]:
+    async with Provider() as running:
+        yield running
