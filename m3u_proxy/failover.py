@@ -23,6 +23,7 @@ from m3u_proxy.registry import StreamDefinition, check_url, utc_now
 from m3u_proxy.tracking import StreamRuntime
 
 log = get_logger(__name__)
+RETRY_WINDOW = 10.0  # seconds before the same URL earns another quick retry
 
 
 @attrs.frozen
@@ -135,6 +136,7 @@ class Chain:
         self.index = min(runtime.current_index, len(self.urls) - 1)
         self.failed: set[int] = set()
         self.resolver_hops = 0
+        self.retried_at: dict[int, float] = {}
 
     @property
     def urls(self) -> list[str]:
@@ -151,6 +153,20 @@ class Chain:
             after = [i for i in fresh if i > self.index] or fresh
             if after:
                 self.index = after[0]
+
+    def may_retry(self, failure: Failure) -> bool:
+        """One quick retry of the same URL after a connect error or reset.
+
+        Granted again only after RETRY_WINDOW seconds, so a source that resets every
+        few kilobytes does not hold a client back from its backups forever.
+        """
+        if not failure.retry_same or self.app[CONFIG].upstream.connect_retries < 1:
+            return False
+        now = time.monotonic()
+        if now - self.retried_at.get(self.index, -RETRY_WINDOW) < RETRY_WINDOW:
+            return False
+        self.retried_at[self.index] = now
+        return True
 
     def delivered(self) -> None:
         """Bytes flowed from the current URL: every URL may be tried again later."""

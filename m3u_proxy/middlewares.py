@@ -5,6 +5,7 @@ Order (outermost first): ``access_log`` sees the final status of everything,
 ``auth`` guards management routes with the API token.
 """
 
+import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,9 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away before the handler finished (nginx's code)
+        raise
     finally:
         log.info(
             "request",
@@ -78,7 +82,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        keep = {
+            k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "Content-Range")
+        }
         return json_error(exc.status, exc.reason or "request failed", keep)
     except Exception:  # noqa: BLE001 - the last line of defence: log it, never leak it
         errlog.exception("unhandled_error", method=request.method, path=request.path)

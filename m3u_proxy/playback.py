@@ -140,6 +140,13 @@ class Pump:
             raise Failure("http_status", exc.status, "too many redirects") from exc
         except aiohttp.ClientError as exc:
             raise Failure("connect_error", detail=type(exc).__name__) from exc
+        if response.status == 416 and self.client_range and not offset:
+            # The player asked past the end: every mirror would say the same.
+            content_range = response.headers.get("Content-Range", "")
+            response.close()
+            raise web.HTTPRequestRangeNotSatisfiable(
+                headers={"Content-Range": content_range} if content_range else None
+            )
         if response.status >= 400 or response.status == 204:
             response.close()
             raise Failure("http_status", response.status, f"provider answered {response.status}")
@@ -151,27 +158,24 @@ class Pump:
             source.close()
             self.runtime.upstream_connections -= 1
 
-    async def _connect(self, failure: Failure | None, offset: int = 0) -> Source | None:
-        """Walk the chain until a URL answers; None when it is spent."""
-        retries = self.config.upstream.connect_retries if failure and failure.retry_same else 0
-        if failure is not None and not retries and not await self.chain.advance(failure):
-            return None
+    async def _connect(self, failure: Failure | None, offset: int = 0) -> Source:
+        """Walk the chain from the current URL until one answers.
+
+        With a ``failure`` the current URL just failed: it gets its quick retry, or the
+        chain moves past it first. Raises the last `Failure` if nothing answered.
+        """
         while True:
+            retry = failure is None or self.chain.may_retry(failure)
+            if failure is not None and not retry and not await self.chain.advance(failure):
+                raise failure
             try:
                 source = await self._open(self.chain.index, offset)
             except Failure as exc:
                 failure = exc
-                if retries and exc.retry_same:
-                    retries -= 1
-                    continue
-                if not await self.chain.advance(exc):
-                    raise
-                retries = self.config.upstream.connect_retries if exc.retry_same else 0
                 continue
             if offset and not self._resumes_at(source, offset):
                 self._close(source)
-                if not await self.chain.advance(Failure("http_status", detail="cannot resume")):
-                    return None
+                failure = Failure("http_status", source.response.status, "cannot resume")
                 continue
             return source
 
@@ -302,13 +306,9 @@ class Pump:
         try:
             self.source = await self._connect(None)
         except Failure as exc:
-            if exc.reason == "http_status" and exc.status == 416:
-                raise web.HTTPRequestRangeNotSatisfiable from exc
             error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
             raise error(f"no provider in the chain answered ({exc.detail})") from exc
         first = self.source
-        if first is None:  # pragma: no cover - _connect(None) raises instead
-            raise UpstreamFailed("no provider in the chain answered")
         if self.definition.stream_type == "auto" and is_playlist(first.response):
             self._close(first)
             self.source = None
