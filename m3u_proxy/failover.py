@@ -110,6 +110,7 @@ def record_move(
     runtime.failover_attempts += 1
     runtime.last_failover_time = utc_now()
     app[TRACKER].failovers_total += 1
+    app[TRACKER].failovers_by_reason[reason] += 1
     app[EVENTS].emit(
         "failover_triggered",
         definition.stream_id,
@@ -186,6 +187,8 @@ class Chain:
         self.failed.add(old)
         self.cooldowns.mark(self.url)
         self.runtime.error_count += 1
+        tracker = self.app[TRACKER]
+        tracker.provider_errors[failure.reason] += 1
         nxt = self._pick(list(range(old + 1, len(self.urls))))
         limit = self.app[CONFIG].upstream.max_resolver_hops
         if nxt is None and self.definition.failover_resolver_url and self.resolver_hops < limit:

@@ -115,6 +115,10 @@ class Tracker:
         self.streams: dict[str, StreamRuntime] = {}
         self.clients: dict[str, ClientState] = {}
         self.failovers_total = 0
+        # Read at scrape time by /metrics: why clients left a source, by reason
+        # (connect_error, timeout, http_status, stall, reset, eof, manual).
+        self.failovers_by_reason: collections.Counter[str] = collections.Counter()
+        self.provider_errors: collections.Counter[str] = collections.Counter()
         self.bytes_departed = 0
         self.segments_departed = 0
 
