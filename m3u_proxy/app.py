@@ -17,6 +17,8 @@ from m3u_proxy import middlewares
 from m3u_proxy.config import Config
 from m3u_proxy.events import EventBus
 from m3u_proxy.failover import COOLDOWNS, Cooldowns
+from m3u_proxy.hls import HLS_CACHE, MAX_PLAYLIST_BYTES, PLAYLISTS
+from m3u_proxy.hls_cache import SharedFetches
 from m3u_proxy.keys import (
     CONFIG,
     EVENTS,
@@ -93,6 +95,11 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[EVENTS] = EventBus()
     app[TRACKER] = Tracker(app[EVENTS], config.clients.stream_timeout)
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
+    hls_config = config.hls
+    app[HLS_CACHE] = SharedFetches(
+        hls_config.hls_cache_entries, hls_config.hls_cache_max_bytes, hls_config.hls_cache_ttl
+    )
+    app[PLAYLISTS] = SharedFetches(256, MAX_PLAYLIST_BYTES * 4, 0.0)
     app.cleanup_ctx.extend([_store_ctx(store), _session_ctx, _background_ctx])
     add_routes(app)
     if config.server.root_path:

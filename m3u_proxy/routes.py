@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from m3u_proxy import api, playback, stats
+from m3u_proxy import api, hls, playback, stats
 
 
 def add_routes(app: web.Application, prefix: str = "") -> None:
@@ -24,3 +24,9 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_delete(prefix + "/streams/{stream_id}", api.delete_stream)
     r.add_post(prefix + "/streams/{stream_id}/failover", api.trigger_failover)
     r.add_get(prefix + "/stream/{stream_id}", playback.play, allow_head=True)
+    r.add_get(prefix + "/hls/{stream_id}/playlist.m3u8", hls.master_playlist, allow_head=True)
+    r.add_get(
+        prefix + "/hls/{stream_id}/{kind:[pskmo]}/{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}",
+        hls.resource,
+        allow_head=True,
+    )

@@ -47,6 +47,7 @@ class ClientState:
     segments_served: int = 0
     bandwidth_bps: float = 0.0
     is_connected: bool = True
+    hls_key: str | None = None  # HLS: what ties the player's separate requests together
     samples: collections.deque[int] = attrs.field(
         factory=lambda: collections.deque(maxlen=BANDWIDTH_WINDOW + 1)
     )
@@ -114,6 +115,7 @@ class Tracker:
         self.stream_timeout = stream_timeout
         self.streams: dict[str, StreamRuntime] = {}
         self.clients: dict[str, ClientState] = {}
+        self.hls_clients: dict[str, ClientState] = {}
         self.failovers_total = 0
         # Read at scrape time by /metrics: why clients left a source, by reason
         # (connect_error, timeout, http_status, stall, reset, eof, manual).
@@ -181,6 +183,40 @@ class Tracker:
         )
         return client
 
+    def hls_client(
+        self,
+        definition: StreamDefinition,
+        *,
+        client_id: str | None,
+        ip_address: str,
+        user_agent: str,
+        username: str | None,
+    ) -> ClientState:
+        """The HLS player behind a request: one client across playlists and segments.
+
+        Players send no id with segment requests, so a player is its ``client_id`` when
+        given, else its address, user agent and username on this stream.
+        """
+        seed = f"{ip_address}|{user_agent}|{definition.stream_id}|{username or ''}"
+        key = f"{definition.stream_id}|{client_id or seed}"
+        client = self.hls_clients.get(key)
+        if client is None:
+            client = self.connect(
+                definition,
+                client_id=client_id,
+                ip_address=ip_address,
+                user_agent=user_agent,
+                username=username,
+                kind="hls",
+            )
+            client.hls_key = key
+            self.hls_clients[key] = client
+        client.touch()
+        state = self.streams.get(definition.stream_id)
+        if state is not None:
+            state.last_access = client.last_access
+        return client
+
     def disconnect(
         self, client: ClientState, definition: StreamDefinition | None, reason: str = "client_left"
     ) -> None:
@@ -188,6 +224,8 @@ class Tracker:
             return
         client.is_connected = False
         self.clients.pop(client.client_id, None)
+        if client.hls_key is not None:
+            self.hls_clients.pop(client.hls_key, None)
         metadata = definition.metadata if definition else {}
         self.bytes_departed += client.bytes_served
         self.segments_departed += client.segments_served
