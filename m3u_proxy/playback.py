@@ -113,6 +113,8 @@ class Pump:
         self.body_end: int | None = None  # absolute offset after the last byte promised
         self.total: int | None = None  # size of the whole file, when known
         self.splicer: TsSplicer | None = None
+        self.writing = False  # inside response.write(): the player's socket may be full
+        self._stuck_at: tuple[int, float] | None = None
 
     # -- provider side -------------------------------------------------------------
 
@@ -213,6 +215,26 @@ class Pump:
             self._close(self.pending)
             self.pending = None
 
+    def check_client(self, now: float, timeout: float) -> None:
+        """Drop a player that has refused bytes for ``client_timeout`` (CLIENT_TIMEOUT).
+
+        Called once a second by the sampler; the copy loop only flags its writes.
+        """
+        if not self.writing:
+            self._stuck_at = None
+            return
+        served = self.client.bytes_served
+        if self._stuck_at is None or self._stuck_at[0] != served:
+            self._stuck_at = (served, now)
+        elif now - self._stuck_at[1] > timeout and self.request.transport is not None:
+            log.info(
+                "client_stuck",
+                stream_id=self.definition.stream_id,
+                client_id=self.client.client_id,
+                seconds=round(now - self._stuck_at[1], 1),
+            )
+            self.request.transport.abort()
+
     # -- the copy loop --------------------------------------------------------------
 
     async def _drain_source(self, response: web.StreamResponse, source: Source) -> Failure | None:
@@ -231,7 +253,9 @@ class Pump:
             while chunk:
                 data = feed(chunk) if feed else chunk
                 if data:
+                    self.writing = True
                     await response.write(data)
+                    self.writing = False
                     self.sent += len(data)
                     client.bytes_served += len(data)
                 chunk = await read(size)

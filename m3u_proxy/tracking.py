@@ -30,6 +30,8 @@ class PumpControl(Protocol):
 
     def stop(self) -> None: ...
 
+    def check_client(self, now: float, timeout: float) -> None: ...
+
 
 @attrs.define(eq=False)
 class ClientState:
@@ -279,13 +281,16 @@ class Tracker:
 
 
 async def run_sampler(
-    tracker: Tracker, hls_timeout: float, lookup: Callable[[str], StreamDefinition | None]
+    tracker: Tracker, client_timeout: float, lookup: Callable[[str], StreamDefinition | None]
 ) -> None:
-    """Once a second: bandwidth, HLS client expiry, idle stream state clean-up."""
+    """Once a second: bandwidth, silent HLS players, stuck players, idle stream state."""
     while True:
         await asyncio.sleep(1.0)
         now = time.monotonic()
-        for client in tracker.sample(now, hls_timeout):
+        for client in tracker.sample(now, client_timeout):
             tracker.disconnect(client, lookup(client.stream_id), reason="client_timeout")
         for stream_id in tracker.idle_streams(now):
             tracker.forget(stream_id)
+        for state in list(tracker.streams.values()):
+            for pump in list(state.pumps):
+                pump.check_client(now, client_timeout)

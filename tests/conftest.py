@@ -1,5 +1,6 @@
 """Shared fixtures: a proxy app on a temp data dir, and the fake providers."""
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,10 @@ async def proxy(proxy_factory: ProxyFactory) -> TestClient[Any, Any]:
 async def provider() -> AsyncIterator[Provider]:
     async with Provider() as running:
         yield running
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    """Wait until ``check()`` is true: for state only visible by asking (HTTP, stats)."""
+    async with asyncio.timeout(seconds):
+        while not await check():  # noqa: ASYNC110 - polling another process's state
+            await asyncio.sleep(0.05)

@@ -109,13 +109,14 @@ def make_mp4_file(path: Path, seconds: int = 10) -> Path:
         "-f",
         "lavfi",
         "-i",
-        f"testsrc=duration={seconds}:size=160x120:rate=10",
+        f"testsrc=duration={seconds}:size=320x240:rate=25",
         "-f",
         "lavfi",
         "-i",
         f"sine=duration={seconds}",
     ]
-    ffmpeg(*src, *_CODECS, "-movflags", "+faststart", str(path))
+    # ~2 Mbit/s: big enough that a player seeks with a Range request instead of reading on.
+    ffmpeg(*src, *_CODECS, "-b:v", "2M", "-movflags", "+faststart", str(path))
     return path
 
 

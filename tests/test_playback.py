@@ -1,6 +1,7 @@
 """Live and VOD playback through the proxy against misbehaving in-process providers."""
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -8,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ProxyFactory
+from tests.conftest import ProxyFactory, until
 from tests.providers import TS_PACKET, Provider, decode_stream, vod_bytes
 
 Client = TestClient[Any, Any]
@@ -399,3 +400,27 @@ class TestLimitsAndAuth:
         record = provider.requests_to("/live/del.ts")[0]
         async with asyncio.timeout(2):
             await record.wait_socket_closed()
+
+
+class TestStuckPlayer:
+    async def test_player_that_stops_reading_is_dropped(
+        self, proxy_factory: ProxyFactory, provider: Provider
+    ) -> None:
+        """A player whose socket stays full for client_timeout is dropped with its provider."""
+        proxy = await proxy_factory(clients={"client_timeout": 1.0})
+        sid = await register(proxy, provider.url("/live/stuck.ts?rate=0"))
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        writer.write(f"GET /stream/{sid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        record = await provider.wait_for_request("/live/stuck.ts")
+        async with asyncio.timeout(15):
+            await record.wait_socket_closed()
+
+        async def gone() -> bool:
+            return (await (await proxy.get("/stats")).json())["active_clients"] == 0
+
+        await until(gone)
+        writer.close()
+        del reader
