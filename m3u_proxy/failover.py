@@ -8,8 +8,9 @@ seconds: other clients prefer the next URL instead of hammering it. The chain is
 bounded: once every URL has failed since the last byte was delivered, it ends.
 """
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -36,6 +37,19 @@ class Failure(Exception):
     def retry_same(self) -> bool:
         """Connect errors and resets get a quick retry of the same URL (issue #3)."""
         return self.reason in ("connect_error", "reset", "eof")
+
+
+@contextlib.contextmanager
+def upstream_failures() -> Iterator[None]:
+    """Turn aiohttp's exceptions for one provider request into a `Failure` with a reason."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise Failure("timeout", detail="provider did not answer in time") from exc
+    except aiohttp.TooManyRedirects as exc:
+        raise Failure("http_status", exc.status, "too many redirects") from exc
+    except aiohttp.ClientError as exc:
+        raise Failure("connect_error", detail=type(exc).__name__) from exc
 
 
 class Cooldowns:

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from m3u_proxy.errors import NotFound, UpstreamFailed, UpstreamTimedOut
-from m3u_proxy.failover import Chain, Failure
+from m3u_proxy.failover import Chain, Failure, upstream_failures
 from m3u_proxy.hls_cache import Fetched, SharedFetches
 from m3u_proxy.hls_rewrite import UriKind, looks_like_playlist, playlist_info, rewrite_playlist
 from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, TRACKER
@@ -84,25 +84,20 @@ async def _fetch(
     runtime = request.app[TRACKER].runtime(definition.stream_id)
     runtime.upstream_connections += 1
     try:
-        async with request.app[SESSION].get(
-            url,
-            headers=upstream_headers(definition, config.user_agent, extra),
-            timeout=request_timeout(config, definition.stall_timeout),
-            max_redirects=config.max_redirects,
-        ) as resp:
-            if resp.content_length is not None and resp.content_length > limit:
-                raise Failure("too_large", resp.status, "upstream answer too large to share")
-            body = await resp.content.read(limit + 1)
-            if len(body) > limit:
-                raise Failure("too_large", resp.status, "upstream answer too large to share")
-            headers = {k: resp.headers[k] for k in _FORWARD if k in resp.headers}
-            return Fetched(resp.status, headers, body, str(resp.url))
-    except TimeoutError as exc:
-        raise Failure("timeout", detail="provider did not answer in time") from exc
-    except aiohttp.TooManyRedirects as exc:
-        raise Failure("http_status", exc.status, "too many redirects") from exc
-    except aiohttp.ClientError as exc:
-        raise Failure("connect_error", detail=type(exc).__name__) from exc
+        with upstream_failures():
+            async with request.app[SESSION].get(
+                url,
+                headers=upstream_headers(definition, config.user_agent, extra),
+                timeout=request_timeout(config, definition.stall_timeout),
+                max_redirects=config.max_redirects,
+            ) as resp:
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise Failure("too_large", resp.status, "upstream answer too large to share")
+                body = await resp.content.read(limit + 1)
+                if len(body) > limit:
+                    raise Failure("too_large", resp.status, "upstream answer too large to share")
+                headers = {k: resp.headers[k] for k in _FORWARD if k in resp.headers}
+                return Fetched(resp.status, headers, body, str(resp.url))
     finally:
         runtime.upstream_connections -= 1
 

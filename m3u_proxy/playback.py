@@ -28,7 +28,7 @@ from m3u_proxy.errors import (
     UpstreamFailed,
     UpstreamTimedOut,
 )
-from m3u_proxy.failover import Chain, Failure
+from m3u_proxy.failover import Chain, Failure, upstream_failures
 from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, SESSION, SIGNER, TRACKER
 from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.registry import StreamDefinition
@@ -129,19 +129,13 @@ class Pump:
             extra["Range"] = self.client_range
         headers = upstream_headers(self.definition, self.config.upstream.user_agent, extra)
         timeout = request_timeout(self.config.upstream, self.definition.stall_timeout)
-        try:
+        with upstream_failures():
             response = await self.session.get(
                 url,
                 headers=headers,
                 timeout=timeout,
                 max_redirects=self.config.upstream.max_redirects,
             )
-        except TimeoutError as exc:
-            raise Failure("timeout", detail="provider did not answer in time") from exc
-        except aiohttp.TooManyRedirects as exc:
-            raise Failure("http_status", exc.status, "too many redirects") from exc
-        except aiohttp.ClientError as exc:
-            raise Failure("connect_error", detail=type(exc).__name__) from exc
         if response.status == 416 and self.client_range and not offset:
             # The player asked past the end: every mirror would say the same.
             content_range = response.headers.get("Content-Range", "")

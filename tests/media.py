@@ -14,16 +14,6 @@ needs_ffmpeg = pytest.mark.skipif(
 )
 AES_KEY = bytes(range(16))
 
-_SOURCE = [
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc=duration=6:size=160x120:rate=10",
-    "-f",
-    "lavfi",
-    "-i",
-    "sine=frequency=440:duration=6",
-]
 _CODECS = [
     "-c:v",
     "libx264",
@@ -45,7 +35,16 @@ def ffmpeg(*args: str) -> None:
 
 def make_hls_folders(root: Path) -> Path:
     """ts/, fmp4/, aes/, single/ and variants/ HLS folders below ``root``."""
-    hls = [*_SOURCE, *_CODECS, "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod"]
+    hls = [
+        *_lavfi(6, "160x120", 10),
+        *_CODECS,
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-hls_playlist_type",
+        "vod",
+    ]
     for name in ("ts", "fmp4", "aes", "single", "variants"):
         (root / name).mkdir(parents=True, exist_ok=True)
     ffmpeg(*hls, str(root / "ts" / "index.m3u8"))
@@ -58,7 +57,7 @@ def make_hls_folders(root: Path) -> Path:
     ffmpeg(*hls, "-hls_key_info_file", str(info), str(root / "aes" / "index.m3u8"))
     ffmpeg(*hls, "-hls_flags", "single_file", str(root / "single" / "index.m3u8"))
     ffmpeg(
-        *_SOURCE,
+        *_lavfi(6, "160x120", 10),
         "-filter_complex",
         "[0:v]split=2[a][b];[b]scale=80:60[small]",
         "-map",
@@ -87,35 +86,24 @@ def make_hls_folders(root: Path) -> Path:
     return root
 
 
+def _lavfi(seconds: int, size: str, rate: int) -> list[str]:
+    """Test picture and tone of ``seconds`` as ffmpeg inputs."""
+    return [
+        *("-f", "lavfi", "-i", f"testsrc=duration={seconds}:size={size}:rate={rate}"),
+        *("-f", "lavfi", "-i", f"sine=duration={seconds}"),
+    ]
+
+
 def make_ts_file(path: Path, seconds: int = 6) -> Path:
     """A real MPEG-TS (H.264 + AAC) that ffprobe recognises."""
-    src = [
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc=duration={seconds}:size=160x120:rate=10",
-        "-f",
-        "lavfi",
-        "-i",
-        f"sine=duration={seconds}",
-    ]
-    ffmpeg(*src, *_CODECS, "-f", "mpegts", str(path))
+    ffmpeg(*_lavfi(seconds, "160x120", 10), *_CODECS, "-f", "mpegts", str(path))
     return path
 
 
 def make_mp4_file(path: Path, seconds: int = 10) -> Path:
     """A real MP4 with the index at the front, so a player can seek over HTTP."""
-    src = [
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc=duration={seconds}:size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        f"sine=duration={seconds}",
-    ]
     # ~2 Mbit/s: big enough that a player seeks with a Range request instead of reading on.
+    src = _lavfi(seconds, "320x240", 25)
     ffmpeg(*src, *_CODECS, "-b:v", "2M", "-movflags", "+faststart", str(path))
     return path
 
