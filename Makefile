@@ -39,3 +39,20 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# Install as a systemd service; run as root: `sudo make install-service`. Creates the
+# /opt/m3u-proxy virtualenv and installs this checkout into it (`pip install .`),
+# copies contrib/m3u-proxy.service to /etc/systemd/system, puts the example environment
+# file at /etc/m3u-proxy/m3u-proxy.env unless one exists (config.example.toml goes next
+# to it), and runs `systemctl daemon-reload`. Start it with
+# `systemctl enable --now m3u-proxy`. Never run by `make test`.
+install-service:
+	$(PY) -m venv /opt/m3u-proxy
+	/opt/m3u-proxy/bin/pip install --quiet --upgrade pip
+	/opt/m3u-proxy/bin/pip install --quiet --upgrade .
+	install -d -m 0755 /etc/m3u-proxy
+	test -e /etc/m3u-proxy/m3u-proxy.env || \
+		install -m 0600 contrib/m3u-proxy.env /etc/m3u-proxy/m3u-proxy.env
+	install -m 0644 config.example.toml /etc/m3u-proxy/config.example.toml
+	install -m 0644 contrib/m3u-proxy.service /etc/systemd/system/m3u-proxy.service
+	systemctl daemon-reload

@@ -2,15 +2,20 @@
 
 Loads the configuration (argv > environment > TOML > defaults), sets up logging,
 picks the event loop (uvloop when importable) and runs the server until SIGTERM or
-SIGINT. Configuration and start-up problems end the process with status 2 and one
-clear line on stderr, never a traceback.
+SIGINT, which stop it gracefully (exit status 0). Under systemd (``Type=notify``) it
+reports readiness and stopping through ``$NOTIFY_SOCKET``. Configuration and start-up
+problems end the process with a non-zero status and one clear line on stderr, never a
+traceback: 2 for configuration and data directory problems, 1 for a port that cannot be
+bound.
 """
 
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -18,11 +23,23 @@ from m3u_proxy import __version__
 from m3u_proxy.app import create_app
 from m3u_proxy.config import Config, load_config
 from m3u_proxy.errors import ConfigError, StoreError
+from m3u_proxy.keys import TRACKER
+from m3u_proxy.lifecycle import (
+    InFlight,
+    Notifier,
+    StartupError,
+    end_live_streams,
+    listen_error,
+    prepare_data_dir,
+)
 from m3u_proxy.logs import configure_logging, get_logger
 from m3u_proxy.loops import loop_factory
 
+# Status 2: configuration or data that a restart will not fix (the unit's
+# RestartPreventExitStatus=2); status 1: a start-up failure that may pass (port in use).
 EXIT_USAGE = 2
 EXIT_RUNTIME = 1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -65,56 +82,111 @@ def build_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     )
 
 
-def fail(message: str, code: int) -> int:
+def fail(message: str, code: int, notifier: Notifier | None = None) -> int:
+    if notifier is not None:
+        notifier.status(f"Failed: {message}")
     print(f"m3u-proxy: {message}", file=sys.stderr)
     return code
 
 
-async def serve(config: Config, loop_name: str) -> None:
+def _url(address: Any) -> str:
+    """``http://host:port`` of one bound socket address (IPv6 hosts in brackets)."""
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(config: Config, loop_name: str, notifier: Notifier) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully.
+
+    The stop sequence is aiohttp's: close the listening socket, run ``on_shutdown``
+    (live streams end at once), give the remaining requests ``shutdown_timeout``
+    seconds, cancel what is left (`InFlight` keeps that deadline), then run
+    ``cleanup_ctx`` (upstream session, then the store, which is closed last).
+    """
     log = get_logger("m3u_proxy")
-    app = create_app(config)
-    runner = web.AppRunner(
-        app,
-        handler_cancellation=True,
-        shutdown_timeout=config.server.shutdown_timeout,
-        access_log=None,
-    )
-    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    # Installed before anything slow, so a stop request during start-up is not lost.
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port, backlog=1024)
-        await site.start()
-        log.info(
-            "server_started",
-            host=config.server.host,
-            port=config.server.port,
-            loop=loop_name,
-            version=__version__,
-            data_dir=config.storage.data_dir,
+        app = create_app(config)
+        app.on_shutdown.append(end_live_streams)
+        in_flight = InFlight()
+        app.on_response_prepare.append(in_flight.track)
+        runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            shutdown_timeout=config.server.shutdown_timeout,
+            access_log=None,
         )
-        await asyncio.Event().wait()
+        notifier.status(f"Opening the registry in {config.storage.data_dir}")
+        await runner.setup()
+        deadline: asyncio.TimerHandle | None = None
+        try:
+            host, port = config.server.host, config.server.port
+            site = web.TCPSite(runner, host, port, backlog=1024)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise listen_error(host, port, exc) from exc
+            listening = ", ".join(_url(address) for address in runner.addresses)
+            log.info(
+                "server_started",
+                host=host,
+                port=port,
+                listening=listening,
+                loop=loop_name,
+                version=__version__,
+                data_dir=config.storage.data_dir,
+            )
+            notifier.ready(f"Serving on {listening}")
+            await stop.wait()
+            active = len(app[TRACKER].clients)
+            log.info(
+                "server_stopping",
+                signal=received[0],
+                active_clients=active,
+                shutdown_timeout=config.server.shutdown_timeout,
+            )
+            notifier.stopping(f"Stopping ({received[0]}): ending {active} active client(s)")
+            deadline = loop.call_later(config.server.shutdown_timeout, in_flight.cancel_remaining)
+        finally:
+            await runner.cleanup()
+            if deadline is not None:
+                deadline.cancel()
+        log.info("server_stopped")
     finally:
-        await runner.cleanup()
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    notifier = Notifier(environ)
     try:
-        config = build_config(
-            sys.argv[1:] if argv is None else argv, os.environ if environ is None else environ
-        )
+        config = build_config(sys.argv[1:] if argv is None else argv, environ)
     except ConfigError as exc:
-        return fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE, notifier)
+    try:
+        prepare_data_dir(config.data_path)
+    except StartupError as exc:
+        return fail(str(exc), EXIT_USAGE, notifier)
     configure_logging(config.logging.log_level, config.logging.log_format)
     loop_name, factory = loop_factory()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve(config, loop_name))
+            runner.run(serve(config, loop_name, notifier))
     except (StoreError, ConfigError) as exc:
-        return fail(str(exc), EXIT_USAGE)
-    except OSError as exc:
-        return fail(
-            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror or exc}",
-            EXIT_RUNTIME,
-        )
-    except KeyboardInterrupt:
+        return fail(str(exc), EXIT_USAGE, notifier)
+    except (StartupError, OSError) as exc:
+        return fail(str(exc), EXIT_RUNTIME, notifier)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         pass
     return 0

@@ -84,6 +84,7 @@ class Source:
         elif response.content_length is not None:
             self.total = response.content_length
         self.length = response.content_length  # body bytes this response promises
+        self.counted = True  # still in StreamRuntime.upstream_connections
 
     def close(self) -> None:
         self.response.close()
@@ -150,7 +151,9 @@ class Pump:
         return Source(index, response)
 
     def _close(self, source: Source | None) -> None:
-        if source is not None and not source.response.closed:
+        # Not response.closed: aiohttp sets that by itself when a body ends (VOD, EOF).
+        if source is not None and source.counted:
+            source.counted = False
             source.close()
             self.runtime.upstream_connections -= 1
 

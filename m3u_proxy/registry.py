@@ -161,7 +161,9 @@ def parse_definition(body: Any) -> StreamDefinition:
     if not isinstance(body, dict):
         raise ValidationFailed("body", "must be a JSON object")
     url = check_url("url", body.get("url"))
-    failover = body.get("failover_urls") or []
+    failover = body.get("failover_urls")
+    if failover is None:  # absent or null; a falsy non-list ({}, "", false) is still a 422
+        failover = []
     if not isinstance(failover, list):
         raise ValidationFailed("failover_urls", "must be a list of URLs")
     failover_urls = tuple(check_url(f"failover_urls[{i}]", u) for i, u in enumerate(failover))

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 import attrs
 
 from m3u_proxy.events import EventBus
+from m3u_proxy.logs import redact_url
 from m3u_proxy.registry import StreamDefinition, utc_now
 
 BANDWIDTH_WINDOW = 5  # samples of one second each
@@ -169,7 +170,7 @@ class Tracker:
             self.events.emit(
                 "stream_started",
                 definition.stream_id,
-                {"url": definition.url, "stream_type": definition.kind},
+                {"url": redact_url(definition.url), "stream_type": definition.kind},
                 definition.metadata,
             )
         self.events.emit(
