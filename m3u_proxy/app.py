@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from m3u_proxy import middlewares
+from m3u_proxy import metrics, middlewares, webhooks
 from m3u_proxy.config import Config
 from m3u_proxy.events import EventBus
 from m3u_proxy.failover import COOLDOWNS, Cooldowns
@@ -30,6 +30,7 @@ from m3u_proxy.keys import (
     STORE,
     TRACKER,
 )
+from m3u_proxy.playlists import playlists_ctx
 from m3u_proxy.registry import Registry
 from m3u_proxy.routes import add_routes
 from m3u_proxy.store import SqliteStore, Store
@@ -86,7 +87,12 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config, store: Store | None = None) -> web.Application:
     """Build the server. ``store`` overrides the SQLite store (tests, other backends)."""
     app = web.Application(
-        middlewares=[middlewares.access_log, middlewares.errors, middlewares.auth],
+        middlewares=[
+            metrics.request_timer,
+            middlewares.access_log,
+            middlewares.errors,
+            middlewares.auth,
+        ],
         client_max_size=config.server.max_body_size,
     )
     app[CONFIG] = config
@@ -100,7 +106,12 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         hls_config.hls_cache_entries, hls_config.hls_cache_max_bytes, hls_config.hls_cache_ttl
     )
     app[PLAYLISTS] = SharedFetches(256, MAX_PLAYLIST_BYTES * 4, 0.0)
-    app.cleanup_ctx.extend([_store_ctx(store), _session_ctx, _background_ctx])
+    app[metrics.METRICS] = metrics.Metrics(app)
+    app.on_response_prepare.append(metrics.observe_prepared)
+    app.cleanup_ctx.extend(
+        [_store_ctx(store), _session_ctx, _background_ctx, webhooks.webhooks_ctx]
+    )
+    app.cleanup_ctx.append(playlists_ctx)  # playlists: after the store and the session
     add_routes(app)
     if config.server.root_path:
         add_routes(app, config.server.root_path)

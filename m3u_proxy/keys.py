@@ -7,6 +7,7 @@ from aiohttp import web
 
 from m3u_proxy.config import Config
 from m3u_proxy.events import EventBus
+from m3u_proxy.playlist_store import PlaylistManager
 from m3u_proxy.registry import Registry
 from m3u_proxy.store import Store
 from m3u_proxy.tokens import Signer
@@ -23,3 +24,4 @@ SIGNER = web.AppKey("signer", Signer)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 NETWORKS = web.AppKey("trusted_networks", list[Network])
 STARTED = web.AppKey("started_monotonic", float)
+PLAYLIST_MANAGER = web.AppKey("playlist_manager", PlaylistManager)

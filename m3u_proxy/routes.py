@@ -2,13 +2,14 @@
 
 from aiohttp import web
 
-from m3u_proxy import api, hls, playback, stats
+from m3u_proxy import api, hls, metrics, openapi, playback, playlists, stats, webhooks
 
 
 def add_routes(app: web.Application, prefix: str = "") -> None:
     r = app.router
     # Fixed paths before /streams/{stream_id}: the router tries resources in order.
     r.add_get(prefix + "/health", stats.health, allow_head=True)
+    r.add_get(prefix + "/openapi.json", openapi.handler)
     r.add_get(prefix + "/stats", stats.stats)
     r.add_get(prefix + "/stats/streams", stats.stream_stats)
     r.add_get(prefix + "/stats/clients", stats.client_stats)
@@ -30,3 +31,17 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
         hls.resource,
         allow_head=True,
     )
+    # webhooks and metrics
+    r.add_get(prefix + "/metrics", metrics.metrics_handler)
+    r.add_post(prefix + "/webhooks", webhooks.create_webhook)
+    r.add_get(prefix + "/webhooks", webhooks.list_webhooks)
+    r.add_delete(prefix + "/webhooks", webhooks.delete_webhook)
+    r.add_post(prefix + "/webhooks/test", webhooks.test_webhook)
+    # playlists (the .m3u export before /playlists/{playlist_id}, which would match it)
+    r.add_post(prefix + "/playlists", playlists.create_playlist)
+    r.add_get(prefix + "/playlists", playlists.list_playlists)
+    r.add_get(prefix + "/playlists/{playlist_id}.m3u", playlists.export_playlist, allow_head=True)
+    r.add_get(prefix + "/playlists/{playlist_id}", playlists.get_playlist)
+    r.add_delete(prefix + "/playlists/{playlist_id}", playlists.delete_playlist)
+    r.add_post(prefix + "/playlists/{playlist_id}/refresh", playlists.refresh_playlist)
+    r.add_get(prefix + "/playlist.m3u", playlists.export_all, allow_head=True)

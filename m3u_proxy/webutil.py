@@ -1,5 +1,6 @@
 """Small request helpers shared by handlers: JSON bodies, client address, URL building."""
 
+import asyncio
 import ipaddress
 import json
 from collections.abc import Sequence
@@ -44,20 +45,56 @@ def client_ip(request: web.Request) -> str:
     return address
 
 
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, up to ``limit + 1`` bytes, within ``client_timeout`` seconds.
+
+    ``StreamReader.read(n)`` returns what has arrived so far, so it is called until the
+    end of the body. The deadline bounds a slowloris client that trickles its body (or
+    sends none after its headers): aiohttp itself never times a request body out.
+    """
+    deadline = request.app[CONFIG].clients.client_timeout or None
+    raw = bytearray()
+    try:
+        async with asyncio.timeout(deadline):
+            while len(raw) <= limit:
+                chunk = await request.content.read(limit + 1 - len(raw))
+                if not chunk:
+                    break
+                raw += chunk
+    except TimeoutError as exc:
+        raise web.HTTPRequestTimeout(
+            reason=f"the request body did not arrive within {deadline:g} seconds"
+        ) from exc
+    return bytes(raw)
+
+
 async def json_body(request: web.Request) -> Any:
-    """The request's JSON body; 413 over ``max_body_size``, 400 when it is not JSON."""
+    """The request's JSON body; 413 over ``max_body_size``, 400 when it is not JSON,
+    408 when it takes longer than ``client_timeout`` to arrive."""
     limit = request.app[CONFIG].server.max_body_size
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
+    raw = await _read_body(request, limit)
     if len(raw) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     try:
-        return json.loads(raw)
+        # Strict UTF-8 (a BOM is tolerated): json.loads(bytes) would let encoded
+        # surrogates through with "surrogatepass".
+        text = raw.decode("utf-8-sig")
+        body = json.loads(text)
     except UnicodeDecodeError as exc:
         raise BadRequest("request body is not UTF-8 JSON") from exc
     except ValueError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if "\\u" in text:
+        # A "\ud800" escape decodes to a lone surrogate, which no later encode (md5 of
+        # a URL, an HMAC secret, an M3U export) accepts: refuse it here, once for all
+        # routes, instead of a 500 wherever it surfaces (RFC 8259 section 8.2).
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest("request body has a lone UTF-16 surrogate escape") from exc
+    return body
 
 
 def query_flag(request: web.Request, name: str, default: bool) -> bool:

@@ -419,7 +419,8 @@ class TestStuckPlayer:
             await record.wait_socket_closed()
 
         async def gone() -> bool:
-            return (await (await proxy.get("/stats")).json())["active_clients"] == 0
+            stats: dict[str, Any] = await (await proxy.get("/stats")).json()
+            return bool(stats["active_clients"] == 0)
 
         await until(gone)
         writer.close()
