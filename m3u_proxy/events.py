@@ -59,7 +59,8 @@ class EventBus:
         payload["metadata"] = dict(metadata or {})
         event = envelope(event_type, stream_id, payload)
         self.emitted[event_type] = self.emitted.get(event_type, 0) + 1
-        log.info("event", event_type=event_type, stream_id=stream_id)
+        # Debug: the request log line and the webhooks already tell this at INFO.
+        log.debug("event", event_type=event_type, stream_id=stream_id)
         for subscriber in list(self._subscribers):
             subscriber(event)
         return event

@@ -63,8 +63,15 @@ def _redact_processor(
     return event_dict
 
 
-def configure_logging(level: str, fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Set up structlog (and stdlib logging for aiohttp's own messages) once at start-up."""
+def configure_logging(
+    level: str, fmt: str = "auto", stream: TextIO | None = None, *, cache: bool = False
+) -> None:
+    """Set up structlog (and stdlib logging for aiohttp's own messages) once at start-up.
+
+    ``cache`` binds each module's logger on first use (the server configures logging
+    once, so the lazy lookup on every call is wasted work); tests that reconfigure
+    logging leave it off.
+    """
     out = stream or sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Any = (
@@ -84,7 +91,7 @@ def configure_logging(level: str, fmt: str = "auto", stream: TextIO | None = Non
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
 

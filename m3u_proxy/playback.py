@@ -33,7 +33,7 @@ from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, SESSION, SIGNER, TRACKER
 from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.registry import StreamDefinition
 from m3u_proxy.tracking import ClientState, StreamRuntime
-from m3u_proxy.tsalign import TsSplicer
+from m3u_proxy.tsalign import PACKET, TsSplicer
 from m3u_proxy.upstream import PASS_HEADERS, request_timeout, upstream_headers
 from m3u_proxy.webutil import client_ip, playback_path
 
@@ -241,20 +241,34 @@ class Pump:
         additions per chunk. Errors of the player's socket propagate to the caller.
         """
         read, size = source.response.content.read, self.config.upstream.chunk_size
-        feed = self.splicer.feed if self.splicer else None
+        splicer = self.splicer
         client = self.client
+        write = response.write
         try:
             chunk = await read(size)
             if chunk:
                 self.chain.delivered()
             while chunk:
-                data = feed(chunk) if feed else chunk
+                if splicer is not None:
+                    head, data = splicer.feed(chunk)
+                    if head:
+                        self.writing = True
+                        await write(head)
+                        self.sent += PACKET
+                        client.bytes_served += PACKET
+                else:
+                    data = chunk
+                # Drop the reference before the next await: a player waiting for its
+                # provider must not pin the last chunk.
+                chunk = b""
                 if data:
+                    sent = len(data)
                     self.writing = True
-                    await response.write(data)
-                    self.writing = False
-                    self.sent += len(data)
-                    client.bytes_served += len(data)
+                    await write(data)
+                    data = b""
+                    self.sent += sent
+                    client.bytes_served += sent
+                self.writing = False
                 chunk = await read(size)
         except SwitchRequested:
             return Failure("manual")
