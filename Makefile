@@ -38,7 +38,7 @@ bench: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # Install as a systemd service; run as root: `sudo make install-service`. Creates the
 # /opt/m3u-proxy virtualenv and installs this checkout into it (`pip install .`),

@@ -125,6 +125,8 @@ async def serve(config: Config, loop_name: str, notifier: Notifier) -> None:
             handler_cancellation=True,
             shutdown_timeout=config.server.shutdown_timeout,
             access_log=None,
+            # aiohttp's default keeps a silent keep-alive connection for an hour.
+            keepalive_timeout=75,
         )
         notifier.status(f"Opening the registry in {config.storage.data_dir}")
         await runner.setup()
@@ -178,7 +180,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         prepare_data_dir(config.data_path)
     except StartupError as exc:
         return fail(str(exc), EXIT_USAGE, notifier)
-    configure_logging(config.logging.log_level, config.logging.log_format)
+    configure_logging(config.logging.log_level, config.logging.log_format, cache=True)
     loop_name, factory = loop_factory()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:

@@ -80,7 +80,7 @@ class ClientsConfig:
     client_timeout: float = _opt(
         30.0,
         float,
-        "seconds a client may block writes, or an HLS client stay silent",
+        "seconds a player may block writes, an HLS player stay silent, a body take",
         env="CLIENT_TIMEOUT",
     )
     stream_timeout: float = _opt(

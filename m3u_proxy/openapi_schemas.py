@@ -8,6 +8,11 @@ allow more, so a client written against this document survives new fields.
 
 from typing import Any
 
+from m3u_proxy.events import EVENT_TYPES
+from m3u_proxy.playlist_spec import MAX_FAILOVER_PLAYLISTS, MAX_NAME, MAX_REFRESH, MIN_REFRESH
+from m3u_proxy.registry import MAX_URL_LENGTH, STREAM_TYPES
+from m3u_proxy.webhooks import MAX_RETRIES, MAX_SECRET_LENGTH, MAX_TIMEOUT
+
 Schema = dict[str, Any]
 
 STRING: Schema = {"type": "string"}
@@ -23,7 +28,7 @@ STRING_MAP: Schema = {"type": "object", "additionalProperties": STRING}
 HTTP_URL: Schema = {
     "type": "string",
     "format": "uri",
-    "maxLength": 8192,
+    "maxLength": MAX_URL_LENGTH,
     "description": "an absolute http:// or https:// URL with a host",
 }
 HEADERS_IN: Schema = {
@@ -109,7 +114,7 @@ def _stream_registration() -> Schema:
             "failover_resolver_url": {
                 "type": ["string", "null"],
                 "format": "uri",
-                "maxLength": 8192,
+                "maxLength": MAX_URL_LENGTH,
                 "description": "POSTed {current_url, metadata, current_failover_index, "
                 "status_code, reason}; a 2xx JSON {next_url} continues the chain",
             },
@@ -120,7 +125,7 @@ def _stream_registration() -> Schema:
                 "additionalProperties": scalar,
                 "description": "flat; values are stored as strings, nested values are a 422",
             },
-            "stream_type": {"enum": ["auto", "live", "vod", "hls"], "default": "auto"},
+            "stream_type": {"enum": list(STREAM_TYPES), "default": "auto"},
             "stall_timeout": {
                 "type": ["number", "null"],
                 "exclusiveMinimum": 0,
@@ -177,23 +182,12 @@ def _metadata_match() -> Schema:
 
 
 def _webhook_in() -> Schema:
-    events = [
-        "stream_started",
-        "stream_stopped",
-        "stream_failed",
-        "client_connected",
-        "client_disconnected",
-        "failover_triggered",
-        "playlist_imported",
-        "playlist_refreshed",
-        "playlist_failed",
-    ]
     schema = obj(
         {"url": HTTP_URL},
         {
             "events": {
                 "type": ["array", "null"],
-                "items": {"enum": events},
+                "items": {"enum": list(EVENT_TYPES)},
                 "minItems": 1,
                 "description": "default: every event type",
             },
@@ -201,13 +195,13 @@ def _webhook_in() -> Schema:
             "timeout": {
                 "type": ["number", "null"],
                 "exclusiveMinimum": 0,
-                "maximum": 60,
+                "maximum": MAX_TIMEOUT,
                 "default": 10,
             },
-            "retry_attempts": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
+            "retry_attempts": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_RETRIES},
             "secret": {
                 "type": ["string", "null"],
-                "maxLength": 1024,
+                "maxLength": MAX_SECRET_LENGTH,
                 "description": "signs deliveries: X-M3U-Proxy-Signature: sha256=<hex HMAC>",
             },
         },
@@ -267,18 +261,18 @@ def _playlist_source(top_level: bool) -> Schema:
     if not top_level:
         return {"oneOf": [HTTP_URL, {**obj({}, fields), "oneOf": one_of}]}
     schema = obj(
-        {"name": {"type": "string", "minLength": 1, "maxLength": 200}},
+        {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME}},
         {
             **fields,
             "refresh_interval": {
                 "type": ["number", "null"],
                 "description": "seconds between refreshes of a URL playlist; 0 or null = off, "
-                "else 1 to 2592000",
+                f"else {MIN_REFRESH:g} to {MAX_REFRESH:.0f}",
             },
             "failover_playlists": {
                 "type": ["array", "null"],
                 "items": ref("PlaylistSource"),
-                "maxItems": 10,
+                "maxItems": MAX_FAILOVER_PLAYLISTS,
                 "description": "entries with the same tvg-id (else name) become failover_urls",
             },
         },

@@ -9,12 +9,14 @@ invalid input must be refused with a 4xx.
 
 Nothing here reaches the internet: every http(s) URL in a generated body that the proxy
 would accept is moved to a closed port on 127.0.0.1 (a playlist import or webhook then
-fails fast with "connection refused"), and generated stream ids never name a registered
-stream, so playback routes answer 404 without contacting a provider.
+fails fast with "connection refused"), and the one registered stream that can be played
+is a finished HLS playlist on a local fake provider.
+
+``FUZZ_EXAMPLES=200 FUZZ_RANDOM=1 pytest tests/test_fuzz.py`` explores further than the
+default run, which is bounded and derandomized so that ``make test`` stays repeatable.
 """
 
 import asyncio
-import contextlib
 import os
 import socket
 import threading
@@ -36,7 +38,7 @@ from m3u_proxy.errors import ValidationFailed
 from m3u_proxy.openapi import document
 from m3u_proxy.registry import check_url
 from tests.conftest import make_config
-from tests.providers import Provider
+from tests.providers import Provider, ts_packets
 
 T = TypeVar("T")
 TOKEN = "fuzz-token"
@@ -69,16 +71,27 @@ CHECKS = [
 ]
 
 
+HLS_PLAYLIST = """#EXTM3U
+#EXT-X-VERSION:3
+#EXT-X-TARGETDURATION:2
+#EXTINF:2.0,
+seg0.ts
+#EXT-X-ENDLIST
+"""
+
+
 class LiveProxy:
     """A proxy served by an AppRunner on its own event loop in a daemon thread.
 
     Before the fuzzing it gets state for the list and stats answers to show (and so to
-    be checked against their schemas): a live stream with one player watching it, a
-    webhook and an imported playlist.
+    be checked against their schemas): an HLS stream with a connected player, a webhook
+    and an imported playlist. The stream is a finished HLS playlist on the local fake
+    provider, so even a generated request that finds its id gets a short, finite answer.
     """
 
     def __init__(self, data_dir: Path, closed: str) -> None:
-        config = make_config(data_dir, auth={"api_token": TOKEN})
+        # client_timeout: the seeded HLS player stays connected for the whole run.
+        config = make_config(data_dir, auth={"api_token": TOKEN}, clients={"client_timeout": 600})
         self.closed = closed
         self.loop = asyncio.new_event_loop()
         # As the CLI runs it: a player that leaves cancels its handler.
@@ -89,8 +102,11 @@ class LiveProxy:
         self.sock.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.provider = Provider(rate=50_000)
-        self.player: asyncio.Task[None] | None = None
+        media = data_dir / "media"
+        media.mkdir()
+        (media / "index.m3u8").write_text(HLS_PLAYLIST)
+        (media / "seg0.ts").write_bytes(ts_packets(0, 0, 100))
+        self.provider = Provider(media)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
@@ -101,39 +117,37 @@ class LiveProxy:
         self._run(web.SockSite(self.runner, self.sock).start())
         self._run(self._seed())
 
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.session.post(path, json=body) as response:
+            assert response.status == 201, await response.text()
+            answer: dict[str, Any] = await response.json()
+            return answer
+
     async def _seed(self) -> None:
         await self.provider.start()
         self.session = aiohttp.ClientSession(self.base_url, headers={"X-API-Token": TOKEN})
-        stream = {
-            "url": self.provider.url("/live/fuzz.ts"),
-            "failover_urls": [self.provider.url("/live/backup.ts")],
-            "metadata": {"fuzz_seed": "live", "id": 1},
-        }
-        async with self.session.post("/streams", json=stream) as response:
-            stream_id = (await response.json())["stream_id"]
-        hook = {"url": f"http://{self.closed}/hook", "events": ["playlist_failed"]}
-        playlist = {
-            "name": "seed",
-            "content": f"#EXTM3U\n#EXTINF:-1,Seed\nhttp://{self.closed}/s\n",
-        }
-        for path, body in (("/webhooks", hook), ("/playlists", playlist)):
-            async with self.session.post(path, json=body) as response:
-                assert response.status == 201, await response.text()
-        started = asyncio.Event()
-        self.player = asyncio.create_task(self._watch(stream_id, started))
-        await started.wait()
-
-    async def _watch(self, stream_id: str, started: asyncio.Event) -> None:
-        async with self.session.get(f"/stream/{stream_id}?client_id=fuzz-player") as response:
-            started.set()
-            async for _ in response.content.iter_any():
-                pass
+        stream = await self._post(
+            "/streams",
+            {
+                "url": self.provider.url("/file/index.m3u8"),
+                "failover_urls": [self.provider.url("/file/missing.m3u8")],
+                "metadata": {"fuzz_seed": "hls", "id": 1},
+            },
+        )
+        await self._post(
+            "/webhooks", {"url": f"http://{self.closed}/hook", "events": ["playlist_failed"]}
+        )
+        content = f"#EXTM3U\n#EXTINF:-1,Seed\nhttp://{self.closed}/s\n"
+        await self._post("/playlists", {"name": "seed", "content": content})
+        # One player: the playlist, then its segment (bytes and a segment in the stats).
+        playlist = stream["playlist_url"] + "?client_id=fuzz-player"
+        async with self.session.get(playlist) as response:
+            text = await response.text()
+        segment = next(line for line in text.splitlines() if line.startswith("/hls/"))
+        async with self.session.get(segment) as response:
+            assert response.status == 200, await response.text()
 
     async def _stop(self) -> None:
-        if self.player is not None:
-            self.player.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.player
         await self.session.close()
         await self.provider.close()
         await self.runner.cleanup()

@@ -165,9 +165,10 @@ class TestEncodingTricks:
     )
     async def test_raw_crlf_is_refused(self, proxy: Client, body: dict[str, Any]) -> None:
         """A raw CR/LF anywhere that reaches upstream headers is a 422 naming the field."""
+        field = list(body)[-1]  # the field carrying the CR/LF
         response = await proxy.post("/streams", json=body)
         assert response.status == 422
-        assert next(iter(body)) != "headers" or "headers" in (await response.json())["detail"]
+        assert (await response.json())["detail"].startswith(field)
 
     async def test_encoded_crlf_and_nul_stay_in_the_url(
         self, proxy: Client, provider: Provider
