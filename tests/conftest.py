@@ -1,6 +1,8 @@
 """Shared fixtures: a proxy app on a temp data dir, and the fake providers."""
 
 import asyncio
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -60,3 +62,20 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> N
     async with asyncio.timeout(seconds):
         while not await check():  # noqa: ASYNC110 - polling another process's state
             await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def proxy_argv(data_dir: Path, port: int, *extra: str) -> list[str]:
+    """The command line that runs the real server on loopback, quietly."""
+    return [
+        *(sys.executable, "-m", "m3u_proxy", "--host", "127.0.0.1", "--port", str(port)),
+        *("--data-dir", str(data_dir), "--log-level", "WARNING"),
+        *extra,
+    ]

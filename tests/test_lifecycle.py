@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -19,18 +18,11 @@ import aiohttp
 import pytest
 
 from m3u_proxy.lifecycle import Notifier, StartupError, listen_error, prepare_data_dir
+from tests.conftest import free_port, proxy_argv
 from tests.providers import TS_PACKET, Provider
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_SIGNALS = [signal.SIGTERM, signal.SIGINT]
-
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -100,23 +92,6 @@ class ProxyProcess:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
-
-
-def proxy_argv(data_dir: Path, port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "m3u_proxy",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--log-level",
-        "WARNING",
-        *extra,
-    ]
 
 
 class Launcher:

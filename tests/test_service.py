@@ -25,15 +25,9 @@ import pytest
 
 from m3u_proxy.cli import build_config, parse_args
 from m3u_proxy.config import Config, env_name, iter_keys, load_config
+from tests.conftest import free_port, proxy_argv
 from tests.providers import TS_PACKET, Provider
-from tests.test_lifecycle import (
-    REPO,
-    ProxyProcess,
-    child_env,
-    free_port,
-    next_message,
-    notify_socket,
-)
+from tests.test_lifecycle import REPO, ProxyProcess, child_env, next_message, notify_socket
 
 UNIT = REPO / "contrib" / "m3u-proxy.service"
 ENV_FILE = REPO / "contrib" / "m3u-proxy.env"
@@ -262,17 +256,7 @@ class TestMemoryDenyWriteExecute:
         argv = [
             sys.executable,
             str(wrapper),
-            sys.executable,
-            "-m",
-            "m3u_proxy",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--log-level",
-            "WARNING",
+            *proxy_argv(tmp_path / "data", port),
         ]
         proxy = ProxyProcess(argv, tmp_path / "logs", port, child_env())
         await proxy.start()
@@ -333,17 +317,7 @@ class TestSystemCallFilter:
             "-qq",
             "-o",
             str(trace),
-            sys.executable,
-            "-m",
-            "m3u_proxy",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--log-level",
-            "WARNING",
+            *proxy_argv(tmp_path / "data", port),
         ]
         sock, value = notify_socket(tmp_path, abstract=True)
         proxy = ProxyProcess(argv, tmp_path / "logs", port, child_env(NOTIFY_SOCKET=value))

@@ -4,8 +4,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -13,14 +11,7 @@ import pytest
 
 from m3u_proxy.errors import StoreError
 from m3u_proxy.store import SqliteStore
-from tests.conftest import ProxyFactory
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.conftest import ProxyFactory, free_port, proxy_argv
 
 
 class TestSqliteStore:
@@ -84,17 +75,7 @@ class TestRestart:
         async def boot() -> tuple[asyncio.subprocess.Process, str]:
             port = free_port()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "m3u_proxy",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                "--log-level",
-                "WARNING",
+                *proxy_argv(data_dir, port),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
