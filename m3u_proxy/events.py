@@ -5,7 +5,8 @@ non-blocking ``put``), so the stream path never waits on a consumer. Webhook del
 subscribes here with its own bounded queues (see `webhooks`).
 """
 
-import uuid
+import itertools
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,9 +30,15 @@ Subscriber = Callable[[Event], None]
 log = get_logger(__name__)
 
 
+# Event ids: a random prefix drawn once per process plus a counter. Unique across
+# restarts like a uuid4, without reading the OS random source on the stream path.
+_ID_PREFIX = secrets.token_hex(8)
+_ids = itertools.count(1)
+
+
 def envelope(event_type: str, stream_id: str | None, data: Mapping[str, Any]) -> Event:
     return {
-        "event_id": uuid.uuid4().hex,
+        "event_id": f"{_ID_PREFIX}{next(_ids):016x}",
         "event_type": event_type,
         "stream_id": stream_id,
         "timestamp": utc_now(),
