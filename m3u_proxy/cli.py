@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from m3u_proxy import __version__
+from m3u_proxy.allocator import tune_allocator
 from m3u_proxy.app import create_app
 from m3u_proxy.config import Config, load_config
 from m3u_proxy.errors import ConfigError, StoreError
@@ -181,6 +182,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except StartupError as exc:
         return fail(str(exc), EXIT_USAGE, notifier)
     configure_logging(config.logging.log_level, config.logging.log_format, cache=True)
+    tune_allocator()
     loop_name, factory = loop_factory()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
