@@ -366,6 +366,16 @@ http {{
         stop_group(self.proc)
 
 
+def rated_source(workdir: Path, www: Path, port: int) -> Nginx:
+    """nginx on the load core serving ``www``, each response paced by its ``?rate=``."""
+    server = f"""server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {www};
+        location / {{ limit_rate $arg_rate; }}
+    }}"""
+    return Nginx(workdir, server, [port], LOAD_CORE)
+
+
 class Proxy:
     """m3u-proxy on 127.0.0.1, pinned to one core, with a high fd limit."""
 

@@ -41,7 +41,6 @@ import aiohttp
 
 from bench._common import (
     LOAD_CORE,
-    Nginx,
     Proxy,
     ThreadProvider,
     cleanup_dirs,
@@ -54,6 +53,7 @@ from bench._common import (
     pinning_note,
     raise_nofile,
     ramdir,
+    rated_source,
     rounded,
     run_async,
     table,
@@ -382,16 +382,7 @@ def main() -> None:
         write_ts_file(www / "primary.ts", PRIMARY, 8 * 1_048_576)
         write_ts_file(www / "backup.ts", BACKUP, 8 * 1_048_576)
         src_port = free_port()
-        source = Nginx(
-            root / "src",
-            f"""server {{
-        listen 127.0.0.1:{src_port} backlog=4096;
-        root {www};
-        location / {{ limit_rate $arg_rate; }}
-    }}""",
-            [src_port],
-            LOAD_CORE,
-        )
+        source = rated_source(root / "src", www, src_port)
         proxy = Proxy(root / "proxy")
         try:
             source.start()

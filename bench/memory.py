@@ -29,7 +29,6 @@ from bench._common import (
     ClientTally,
     Counter,
     CpuMeter,
-    Nginx,
     Proxy,
     cleanup_dirs,
     emit_json,
@@ -40,6 +39,7 @@ from bench._common import (
     pinning_note,
     raise_nofile,
     ramdir,
+    rated_source,
     read_stream,
     rounded,
     rss_mib,
@@ -168,16 +168,7 @@ def main() -> None:
         (root / "www").mkdir(mode=0o755)
         write_ts_file(root / "www" / "live.ts", 1, FILE_SIZE)
         src_port = free_port()
-        source = Nginx(
-            root / "src",
-            f"""server {{
-        listen 127.0.0.1:{src_port} backlog=4096;
-        root {root / "www"};
-        location / {{ limit_rate $arg_rate; }}
-    }}""",
-            [src_port],
-            LOAD_CORE,
-        )
+        source = rated_source(root / "src", root / "www", src_port)
         proxy = Proxy(root / "proxy")
         try:
             source.start()
