@@ -129,3 +129,19 @@ class TestExampleFile:
         config = load_config(None, {})
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             config.server.port = 1  # type: ignore[misc]
+
+
+class TestReadmeTable:
+    def test_readme_documents_every_key_as_the_example_file(self) -> None:
+        """The README's configuration table has one row per key, with env name and default."""
+        readme = (ROOT / "README.md").read_text()
+        example = tomllib.loads((ROOT / "config.example.toml").read_text())
+        rows = [line for line in readme.splitlines() if line.startswith("| `")]
+        documented = {row.split("`")[1]: row for row in rows}
+        assert set(documented) == {f"{s}.{f.name}" for s, f in iter_keys()}
+        for section, field in iter_keys():
+            row = documented[f"{section}.{field.name}"]
+            assert f"`{env_name(field)}`" in row
+            default = example[section][field.name]
+            shown = row.split("|")[3].strip().strip("`")
+            assert tomllib.loads(f"v = {shown}")["v"] == default
