@@ -308,8 +308,19 @@ class Pump:
                 )
             try:
                 self.source = await self._connect(failure, self._offset())
-            except Failure:
+            except Failure as exc:
+                # The whole chain is dead mid-stream: the player gets a clean end.
                 self.source = None
+                self.request.app[EVENTS].emit(
+                    "stream_failed",
+                    self.definition.stream_id,
+                    {
+                        "reason": exc.detail or exc.reason,
+                        "status": exc.status,
+                        "client_id": self.client.client_id,
+                    },
+                    self.definition.metadata,
+                )
 
     def _offset(self) -> int:
         """Where a VOD resume starts: the absolute byte after the last one served."""

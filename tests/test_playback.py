@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from m3u_proxy.events import Event
+from m3u_proxy.keys import EVENTS
 from tests.conftest import ProxyFactory, until
 from tests.providers import TS_PACKET, Provider, decode_stream, vod_bytes
 
@@ -302,6 +304,26 @@ class TestFailover:
         assert len(provider.requests_to("/eof/c.ts")) == 1
         first.close()
         second.close()
+
+
+class TestDeadChainMidStream:
+    async def test_clean_end_and_stream_failed_event(
+        self, proxy_factory: ProxyFactory, provider: Provider
+    ) -> None:
+        """When every URL is gone mid-stream the body ends cleanly and stream_failed is sent."""
+        proxy = await proxy_factory(upstream={"connect_retries": 0})
+        events: list[Event] = []
+        assert proxy.app is not None
+        proxy.app[EVENTS].subscribe(events.append)
+        sid = await register(proxy, provider.url("/eof/dead.ts?after=18800&id=1"))
+        resp = await proxy.get(f"/stream/{sid}")
+        async with asyncio.timeout(10):
+            body = await resp.read()
+        assert len(body) == 18800
+        failed = [e for e in events if e["event_type"] == "stream_failed"]
+        assert len(failed) == 1
+        assert failed[0]["stream_id"] == sid
+        assert failed[0]["data"]["reason"]
 
 
 class TestVod:
