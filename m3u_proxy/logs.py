@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 REDACTED = "***"
 _SECRET_QUERY_KEYS = re.compile(
@@ -63,6 +64,26 @@ def _redact_processor(
     return event_dict
 
 
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a full traceback for every malformed request it answers 400.
+
+    A hostile client could flood the log that way; the 400 is already sent, so keep one
+    structured line per request instead of the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            get_logger("m3u_proxy.access").info(
+                "bad_request",
+                status=exc.code,
+                error=str(exc.message)[:200],
+                where=record.getMessage(),
+            )
+            return False
+        return True
+
+
 def configure_logging(
     level: str, fmt: str = "auto", stream: TextIO | None = None, *, cache: bool = False
 ) -> None:
@@ -94,6 +115,9 @@ def configure_logging(
         cache_logger_on_first_use=cache,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server_log.filters):
+        server_log.addFilter(MalformedRequests())
 
 
 def get_logger(name: str) -> Any:

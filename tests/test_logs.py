@@ -1,5 +1,6 @@
 """Logging: credentials never reach the log, one JSON line per request off a TTY."""
 
+import asyncio
 import io
 import json
 from typing import Any
@@ -71,3 +72,28 @@ class TestLogOutput:
         assert entry["bytes"] == len(body)
         assert entry["client_ip"] == "127.0.0.1"
         assert isinstance(entry["duration_ms"], float)
+
+
+class TestMalformedRequests:
+    async def test_one_line_instead_of_a_traceback(
+        self, proxy: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A malformed request is answered 400 and logged as one bad_request line."""
+        out = io.StringIO()
+        configure_logging("INFO", "json", stream=out)
+        try:
+            reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            await writer.drain()
+            status_line = await reader.readline()
+            writer.close()
+            await asyncio.sleep(0.05)
+        finally:
+            configure_logging("INFO", "auto")
+        assert b" 400 " in status_line
+        lines = [json.loads(raw) for raw in out.getvalue().splitlines()]
+        bad = [entry for entry in lines if entry["event"] == "bad_request"]
+        assert len(bad) == 1
+        assert bad[0]["status"] == 400
+        assert "127.0.0.1" in bad[0]["where"]
+        assert not [r for r in caplog.records if r.name == "aiohttp.server"]
