@@ -150,7 +150,9 @@ async def serve(config: Config, loop_name: str, notifier: Notifier) -> None:
                 data_dir=config.storage.data_dir,
             )
             notifier.ready(f"Serving on {listening}")
+            watchdog = asyncio.create_task(notifier.keep_watchdog())
             await stop.wait()
+            watchdog.cancel()
             active = len(app[TRACKER].clients)
             log.info(
                 "server_stopping",

@@ -46,6 +46,7 @@ class Notifier:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.address = notify_address(environ.get("NOTIFY_SOCKET", ""))
+        self.watchdog_interval = watchdog_interval(environ)
 
     @property
     def enabled(self) -> bool:
@@ -76,6 +77,29 @@ class Notifier:
 
     def status(self, status: str) -> bool:
         return self.send(STATUS=status)
+
+    async def keep_watchdog(self) -> None:
+        """Ping systemd's watchdog (``WatchdogSec=``) from the event loop itself.
+
+        The pings come from the loop that serves players, so a loop that hangs stops
+        pinging and systemd restarts the service.
+        """
+        interval = self.watchdog_interval
+        while interval is not None:
+            self.send(WATCHDOG="1")
+            await asyncio.sleep(interval)
+
+
+def watchdog_interval(environ: Mapping[str, str]) -> float | None:
+    """Half of ``WATCHDOG_USEC`` (systemd's advice), if the watchdog is for this process."""
+    pid = environ.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", "0"))
+    except ValueError:
+        return None
+    return usec / 2_000_000 if usec > 0 else None
 
 
 def prepare_data_dir(path: Path) -> None:

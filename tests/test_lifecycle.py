@@ -17,7 +17,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from m3u_proxy.lifecycle import Notifier, StartupError, listen_error, prepare_data_dir
+from m3u_proxy.lifecycle import (
+    Notifier,
+    StartupError,
+    listen_error,
+    prepare_data_dir,
+    watchdog_interval,
+)
 from tests.conftest import free_port, proxy_argv
 from tests.providers import TS_PACKET, Provider
 
@@ -420,6 +426,28 @@ class TestSdNotify:
             assert message["STOPPING"] == "1"
             assert "SIGTERM" in message["STATUS"]
             assert await proxy.wait_exit(10) == 0
+
+    async def test_watchdog_is_pinged_from_the_loop(
+        self, launcher: Launcher, tmp_path: Path
+    ) -> None:
+        """With WATCHDOG_USEC set, WATCHDOG=1 arrives repeatedly after READY=1."""
+        sock, value = notify_socket(tmp_path, abstract=True)
+        with sock:
+            env = child_env(NOTIFY_SOCKET=value, WATCHDOG_USEC="200000")
+            proxy = await launcher.start(env=env, healthy=False)
+            pings = 0
+            while pings < 3:
+                message = await next_message(sock, seconds=2)
+                pings += message.get("WATCHDOG") == "1"
+            proxy.send(signal.SIGTERM)
+            assert await proxy.wait_exit(10) == 0
+
+    def test_watchdog_interval_is_half_the_timeout(self) -> None:
+        """systemd's WATCHDOG_USEC becomes a ping every half of it, only for this process."""
+        assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
+        assert watchdog_interval({}) is None
+        assert watchdog_interval({"WATCHDOG_USEC": "junk"}) is None
+        assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
 
     async def test_failure_is_reported_as_status(self, launcher: Launcher, tmp_path: Path) -> None:
         """A start-up failure leaves its reason in STATUS and never sends READY=1."""
