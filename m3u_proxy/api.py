@@ -13,7 +13,7 @@ from m3u_proxy.errors import BadRequest, NotFound
 from m3u_proxy.failover import manual_failover
 from m3u_proxy.keys import EVENTS, REGISTRY, TRACKER
 from m3u_proxy.registry import StreamDefinition, parse_definition
-from m3u_proxy.stats import all_stream_stats, stream_stat
+from m3u_proxy.stats import TYPE_NAMES, all_stream_stats, stream_stat
 from m3u_proxy.webutil import json_body, playback_path, query_flag, required_query
 
 
@@ -142,7 +142,7 @@ async def by_metadata(request: web.Request) -> web.Response:
                 "last_access": runtime.last_access if runtime else None,
                 "is_active": count > 0,
                 "url": definition.url,
-                "stream_type": stream_stat(definition, runtime)["stream_type"],
+                "stream_type": TYPE_NAMES[definition.kind],
             }
         )
     return web.json_response(

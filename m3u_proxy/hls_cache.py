@@ -37,16 +37,11 @@ class SharedFetches:
         self.ttl = ttl
         self.hits = 0
         self.misses = 0
-        self.shared = 0  # requests that joined a fetch already under way
         self._entries: collections.OrderedDict[str, tuple[float, Fetched]] = (
             collections.OrderedDict()
         )
         self._bytes = 0
         self._inflight: dict[str, asyncio.Task[Fetched]] = {}
-
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -100,7 +95,6 @@ class SharedFetches:
             task.add_done_callback(_retrieve)
             self._inflight[key] = task
         else:
-            self.shared += 1
             self.hits += 1
         return await asyncio.shield(task)
 

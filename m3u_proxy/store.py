@@ -134,27 +134,3 @@ class SqliteStore:
     async def close(self) -> None:
         await self._run(self._close)
         self._executor.shutdown(wait=True)
-
-
-class MemoryStore:
-    """`Store` that keeps documents in a dict: for tests and ``data_dir = ""`` set-ups."""
-
-    def __init__(self) -> None:
-        self.docs: dict[str, dict[str, Doc]] = {}
-
-    async def load(self, kind: str) -> dict[str, Doc]:
-        return {k: json.loads(json.dumps(v)) for k, v in self.docs.get(kind, {}).items()}
-
-    async def put(self, kind: str, key: str, doc: Doc) -> None:
-        self.docs.setdefault(kind, {})[key] = json.loads(json.dumps(doc))
-
-    async def put_many(self, kind: str, docs: Mapping[str, Doc]) -> None:
-        for key, doc in docs.items():
-            await self.put(kind, key, doc)
-
-    async def delete(self, kind: str, keys: Iterable[str]) -> None:
-        for key in keys:
-            self.docs.get(kind, {}).pop(key, None)
-
-    async def close(self) -> None:
-        return None

@@ -33,18 +33,13 @@ def ffmpeg(*args: str) -> None:
     subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True, timeout=120)
 
 
+# One-second VOD segments: many segments from a six-second source.
+_HLS_VOD = ["-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod"]
+
+
 def make_hls_folders(root: Path) -> Path:
     """ts/, fmp4/, aes/, single/ and variants/ HLS folders below ``root``."""
-    hls = [
-        *_lavfi(6, "160x120", 10),
-        *_CODECS,
-        "-f",
-        "hls",
-        "-hls_time",
-        "1",
-        "-hls_playlist_type",
-        "vod",
-    ]
+    hls = [*_lavfi(6, "160x120", 10), *_CODECS, *_HLS_VOD]
     for name in ("ts", "fmp4", "aes", "single", "variants"):
         (root / name).mkdir(parents=True, exist_ok=True)
     ffmpeg(*hls, str(root / "ts" / "index.m3u8"))
@@ -69,12 +64,7 @@ def make_hls_folders(root: Path) -> Path:
         "-map",
         "1:a",
         *_CODECS,
-        "-f",
-        "hls",
-        "-hls_time",
-        "1",
-        "-hls_playlist_type",
-        "vod",
+        *_HLS_VOD,
         "-master_pl_name",
         "master.m3u8",
         "-var_stream_map",
