@@ -23,7 +23,7 @@ from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, TRACKER
 from m3u_proxy.playback import check_playback_token
 from m3u_proxy.registry import StreamDefinition
 from m3u_proxy.tracking import ClientState
-from m3u_proxy.upstream import request_timeout, upstream_headers
+from m3u_proxy.upstream import TooLarge, read_whole, request_timeout, upstream_headers
 from m3u_proxy.webutil import client_ip
 
 HLS_CACHE = web.AppKey("hls_cache", SharedFetches)
@@ -93,9 +93,12 @@ async def _fetch(
             ) as resp:
                 if resp.content_length is not None and resp.content_length > limit:
                     raise Failure("too_large", resp.status, "upstream answer too large to share")
-                body = await resp.content.read(limit + 1)
-                if len(body) > limit:
-                    raise Failure("too_large", resp.status, "upstream answer too large to share")
+                try:
+                    body = await read_whole(resp.content, limit)
+                except TooLarge as exc:
+                    raise Failure(
+                        "too_large", resp.status, "upstream answer too large to share"
+                    ) from exc
                 headers = {k: resp.headers[k] for k in _FORWARD if k in resp.headers}
                 return Fetched(resp.status, headers, body, str(resp.url))
     finally:

@@ -55,6 +55,30 @@ def upstream_headers(
     return headers
 
 
+class TooLarge(Exception):
+    """The provider's body is longer than the caller is willing to hold in memory."""
+
+
+async def read_whole(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, read until its end; `TooLarge` past ``limit`` bytes.
+
+    ``StreamReader.read(n)`` returns only what has arrived so far (one TCP read, often
+    16-64 KiB), so a multi-megabyte HD segment needs many calls: one call cut a
+    1.6 MB 720p segment to 64 KiB (issue #11). A body that ends early raises
+    aiohttp's ``ClientPayloadError``, so a truncated body is never passed off as whole.
+    """
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await content.read(min(limit + 1 - size, 2**20))
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body over {limit} bytes")
+        parts.append(chunk)
+
+
 def request_timeout(config: UpstreamConfig, stall: float | None) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=None, sock_connect=config.connect_timeout, sock_read=stall or config.stall_timeout

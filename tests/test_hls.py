@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from m3u_proxy.events import Event
 from m3u_proxy.keys import EVENTS
@@ -267,3 +268,45 @@ class TestFailoverAndClients:
         resp = await proxy.get(f"/stream/{sid}", allow_redirects=False)
         assert resp.status == 302
         assert resp.headers["Location"] == f"/hls/{sid}/playlist.m3u8"
+
+
+class TestRealSizes:
+    """HD-sized bodies that never arrive in one TCP read (issue #11)."""
+
+    async def test_multi_megabyte_segment_written_in_small_pieces_arrives_whole(
+        self, proxy: Client
+    ) -> None:
+        """A 3 MB segment sent in 16 KiB pieces with pauses reaches the player byte-exact,
+        and a byte range of it keeps its promised length."""
+        segment = bytes(range(256)) * (3 * 1024 * 1024 // 256 + 7)
+
+        async def media(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse()
+            response.content_type = "video/mp2t"
+            response.content_length = len(segment)
+            await response.prepare(request)
+            for start in range(0, len(segment), 16 * 1024):
+                await response.write(segment[start : start + 16 * 1024])
+                if start % (256 * 1024) == 0:
+                    await asyncio.sleep(0.01)
+            return response
+
+        async def index(request: web.Request) -> web.Response:
+            text = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6.0,\nseg0.ts\n#EXT-X-ENDLIST\n"
+            return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+        app = web.Application()
+        app.router.add_get("/index.m3u8", index)
+        app.router.add_get("/seg0.ts", media)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            sid = await register(proxy, str(server.make_url("/index.m3u8")))
+            segment_uri = uris(await playlist(proxy, f"/hls/{sid}/playlist.m3u8"))[0]
+            resp = await proxy.get(segment_uri)
+            assert resp.status == 200
+            body = await resp.read()
+            assert len(body) == len(segment)
+            assert body == segment
+        finally:
+            await server.close()
