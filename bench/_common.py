@@ -41,7 +41,7 @@ from typing import Any, TypeVar, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from m3u_proxy.loops import loop_factory
+from m3u_proxy.process.loops import loop_factory
 from tests.providers import Provider, ts_packets
 
 T = TypeVar("T")

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from m3u_proxy import metrics, middlewares, webhooks
 from m3u_proxy.config import Config
-from m3u_proxy.events import EventBus
-from m3u_proxy.failover import COOLDOWNS, Cooldowns
-from m3u_proxy.hls import HLS_CACHE, MAX_PLAYLIST_BYTES, PLAYLISTS
-from m3u_proxy.hls_cache import SharedFetches
+from m3u_proxy.events.bus import EventBus
+from m3u_proxy.handlers import metrics, webhooks
+from m3u_proxy.handlers.hls import HLS_CACHE, MAX_PLAYLIST_BYTES, PLAYLISTS
+from m3u_proxy.handlers.playlists import playlists_ctx
+from m3u_proxy.hls.cache import SharedFetches
 from m3u_proxy.keys import (
     CONFIG,
     EVENTS,
@@ -30,14 +30,15 @@ from m3u_proxy.keys import (
     STORE,
     TRACKER,
 )
-from m3u_proxy.playlists import playlists_ctx
-from m3u_proxy.registry import Registry
 from m3u_proxy.routes import add_routes
-from m3u_proxy.store import SqliteStore, Store
+from m3u_proxy.store.sqlite import SqliteStore, Store
+from m3u_proxy.streams.failover import COOLDOWNS, Cooldowns
+from m3u_proxy.streams.registry import Registry
+from m3u_proxy.streams.tracking import Tracker, run_sampler
 from m3u_proxy.tokens import Signer, new_secret
-from m3u_proxy.tracking import Tracker, run_sampler
 from m3u_proxy.upstream import build_session
-from m3u_proxy.webutil import parse_networks
+from m3u_proxy.web import middlewares
+from m3u_proxy.web.requests import parse_networks
 
 DB_NAME = "m3u-proxy.sqlite3"
 

@@ -20,12 +20,13 @@ from typing import Any
 from aiohttp import web
 
 from m3u_proxy import __version__
-from m3u_proxy.allocator import tune_allocator
 from m3u_proxy.app import create_app
 from m3u_proxy.config import Config, load_config
 from m3u_proxy.errors import ConfigError, StoreError
 from m3u_proxy.keys import TRACKER
-from m3u_proxy.lifecycle import (
+from m3u_proxy.logs import configure_logging, get_logger
+from m3u_proxy.process.allocator import tune_allocator
+from m3u_proxy.process.lifecycle import (
     InFlight,
     Notifier,
     StartupError,
@@ -33,8 +34,7 @@ from m3u_proxy.lifecycle import (
     listen_error,
     prepare_data_dir,
 )
-from m3u_proxy.logs import configure_logging, get_logger
-from m3u_proxy.loops import loop_factory
+from m3u_proxy.process.loops import loop_factory
 
 # Status 2: configuration or data that a restart will not fix (the unit's
 # RestartPreventExitStatus=2); status 1: a start-up failure that may pass (port in use).

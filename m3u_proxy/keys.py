@@ -6,12 +6,12 @@ import aiohttp
 from aiohttp import web
 
 from m3u_proxy.config import Config
-from m3u_proxy.events import EventBus
-from m3u_proxy.playlist_store import PlaylistManager
-from m3u_proxy.registry import Registry
-from m3u_proxy.store import Store
+from m3u_proxy.events.bus import EventBus
+from m3u_proxy.playlists.manager import PlaylistManager
+from m3u_proxy.store.sqlite import Store
+from m3u_proxy.streams.registry import Registry
+from m3u_proxy.streams.tracking import Tracker
 from m3u_proxy.tokens import Signer
-from m3u_proxy.tracking import Tracker
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -2,7 +2,8 @@
 
 from aiohttp import web
 
-from m3u_proxy import api, hls, metrics, openapi, playback, playlists, stats, webhooks
+from m3u_proxy.handlers import hls, metrics, openapi, playback, playlists, stats, webhooks
+from m3u_proxy.handlers import streams as api
 
 
 def add_routes(app: web.Application, prefix: str = "") -> None:

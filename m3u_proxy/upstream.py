@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from m3u_proxy.config import UpstreamConfig
-from m3u_proxy.registry import StreamDefinition
+from m3u_proxy.streams.registry import StreamDefinition
 
 # Passed through to the player when the provider sends them.
 PASS_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Last-Modified", "ETag")

@@ -1,0 +1,111 @@
+"""Observability handlers: /health, /stats, /clients and the StreamStat rendering."""
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from m3u_proxy import __version__
+from m3u_proxy.errors import NotFound
+from m3u_proxy.keys import REGISTRY, STARTED, TRACKER
+from m3u_proxy.streams.failover import chain_urls
+from m3u_proxy.streams.registry import StreamDefinition
+from m3u_proxy.streams.tracking import StreamRuntime, Tracker
+
+TYPE_NAMES = {"hls": "HLS", "vod": "VOD", "live": "Live Continuous"}
+
+
+def stream_stat(definition: StreamDefinition, runtime: StreamRuntime | None) -> dict[str, Any]:
+    """One StreamStat (API.md) from a definition and its runtime state, if any."""
+    index = runtime.current_index if runtime else 0
+    urls = chain_urls(definition, runtime) if runtime else list(definition.urls)
+    clients = len(runtime.clients) if runtime else 0
+    return {
+        "stream_id": definition.stream_id,
+        "original_url": definition.url,
+        "current_url": urls[index] if index < len(urls) else definition.url,
+        "user_agent": definition.user_agent,
+        "stream_type": TYPE_NAMES[definition.kind],
+        "client_count": clients,
+        "total_bytes_served": runtime.total_bytes if runtime else 0,
+        "total_segments_served": runtime.total_segments if runtime else 0,
+        "bandwidth_bps": round(runtime.bandwidth_bps, 1) if runtime else 0.0,
+        "error_count": runtime.error_count if runtime else 0,
+        "is_active": clients > 0,
+        "has_failover": definition.has_failover,
+        "failover_urls": list(definition.failover_urls),
+        "current_failover_index": index - 1,
+        "failover_attempts": runtime.failover_attempts if runtime else 0,
+        "last_failover_time": runtime.last_failover_time if runtime else None,
+        "upstream_connections": runtime.upstream_connections if runtime else 0,
+        "created_at": definition.created_at,
+        "last_access": runtime.last_access if runtime else None,
+        "metadata": dict(definition.metadata),
+    }
+
+
+def all_stream_stats(request: web.Request) -> list[dict[str, Any]]:
+    tracker = request.app[TRACKER]
+    return [stream_stat(d, tracker.streams.get(d.stream_id)) for d in request.app[REGISTRY].all()]
+
+
+def uptime(request: web.Request) -> float:
+    return round(time.monotonic() - request.app[STARTED], 3)
+
+
+def totals(tracker: Tracker) -> dict[str, int]:
+    live = tracker.clients.values()
+    return {
+        "total_bytes_served": tracker.bytes_departed + sum(c.bytes_served for c in live),
+        "total_segments_served": tracker.segments_departed + sum(c.segments_served for c in live),
+        "upstream_connections": sum(s.upstream_connections for s in tracker.streams.values()),
+    }
+
+
+async def health(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER]
+    return web.json_response(
+        {
+            "status": "healthy",
+            "version": __version__,
+            "uptime_seconds": uptime(request),
+            "active_streams": tracker.active_streams(),
+            "active_clients": len(tracker.clients),
+        }
+    )
+
+
+async def stats(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER]
+    streams = all_stream_stats(request)
+    clients = [c.to_json() for c in tracker.clients.values()]
+    return web.json_response(
+        {
+            "total_streams": len(streams),
+            "active_streams": tracker.active_streams(),
+            "total_clients": len(clients),
+            "active_clients": len(clients),
+            **totals(tracker),
+            "failovers_total": tracker.failovers_total,
+            "uptime_seconds": uptime(request),
+            "streams": streams,
+            "clients": clients,
+        }
+    )
+
+
+async def stream_stats(request: web.Request) -> web.Response:
+    streams = all_stream_stats(request)
+    return web.json_response({"streams": streams, "total": len(streams)})
+
+
+async def client_stats(request: web.Request) -> web.Response:
+    clients = [c.to_json() for c in request.app[TRACKER].clients.values()]
+    return web.json_response({"clients": clients, "total": len(clients)})
+
+
+async def one_client(request: web.Request) -> web.Response:
+    client = request.app[TRACKER].clients.get(request.match_info["client_id"])
+    if client is None:
+        raise NotFound("no connected client has this id")
+    return web.json_response({"client": client.to_json()})

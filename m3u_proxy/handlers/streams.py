@@ -1,0 +1,219 @@
+"""Management handlers for stream definitions (API.md "Streams (management)").
+
+Handlers stay thin: parse, call the registry or tracker, render. Domain errors are
+raised and the error middleware turns them into ``{"detail": ...}``.
+"""
+
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from m3u_proxy.errors import BadRequest, NotFound
+from m3u_proxy.handlers.stats import TYPE_NAMES, all_stream_stats, stream_stat
+from m3u_proxy.keys import EVENTS, REGISTRY, TRACKER
+from m3u_proxy.streams.failover import manual_failover
+from m3u_proxy.streams.registry import StreamDefinition, parse_definition
+from m3u_proxy.web.requests import json_body, playback_path, query_flag, required_query
+
+
+def describe(request: web.Request, definition: StreamDefinition) -> dict[str, Any]:
+    """The registration answer (also one stream's shape for API consumers)."""
+    hls = definition.kind == "hls"
+    direct = playback_path(request, definition.stream_id, hls=False)
+    playlist = playback_path(request, definition.stream_id, hls=True) if hls else None
+    return {
+        "stream_id": definition.stream_id,
+        "primary_url": definition.url,
+        "failover_urls": list(definition.failover_urls),
+        "failover_resolver_url": definition.failover_resolver_url,
+        "user_agent": definition.user_agent,
+        "headers": dict(definition.headers),
+        "metadata": dict(definition.metadata),
+        "stream_type": "hls" if hls else "direct",
+        "stream_endpoint": playlist or direct,
+        "direct_url": direct,
+        "playlist_url": playlist,
+        "created_at": definition.created_at,
+    }
+
+
+def _get(request: web.Request, stream_id: str) -> StreamDefinition:
+    definition = request.app[REGISTRY].get(stream_id)
+    if definition is None:
+        raise NotFound(f"stream {stream_id} is not registered")
+    return definition
+
+
+async def delete_streams(
+    request: web.Request, stream_ids: list[str], reason: str = "manual_deletion"
+) -> list[StreamDefinition]:
+    """Forget streams: persist first, then end their clients and emit stream_stopped."""
+    gone = await request.app[REGISTRY].delete(stream_ids)
+    tracker = request.app[TRACKER]
+    for definition in gone:
+        runtime = tracker.forget(definition.stream_id)
+        if runtime is not None:
+            for pump in list(runtime.pumps):
+                pump.stop()
+            for client in list(runtime.clients.values()):
+                tracker.disconnect(client, definition, reason=reason)
+        request.app[EVENTS].emit(
+            "stream_stopped", definition.stream_id, {"reason": reason}, definition.metadata
+        )
+    return gone
+
+
+async def create_stream(request: web.Request) -> web.Response:
+    definition = parse_definition(await json_body(request))
+    existing = request.app[REGISTRY].get(definition.stream_id)
+    if existing is not None:  # re-registration updates the definition, keeps its birth date
+        definition = attrs.evolve(definition, created_at=existing.created_at)
+    created = await request.app[REGISTRY].save(definition)
+    return web.json_response(describe(request, definition), status=201 if created else 200)
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    streams = all_stream_stats(request)
+    return web.json_response({"streams": streams, "total": len(streams)})
+
+
+async def get_stream(request: web.Request) -> web.Response:
+    definition = _get(request, request.match_info["stream_id"])
+    runtime = request.app[TRACKER].streams.get(definition.stream_id)
+    clients = [c.to_json() for c in runtime.clients.values()] if runtime else []
+    return web.json_response(
+        {
+            "stream": stream_stat(definition, runtime),
+            "clients": clients,
+            "client_count": len(clients),
+        }
+    )
+
+
+async def delete_stream(request: web.Request) -> web.Response:
+    definition = _get(request, request.match_info["stream_id"])
+    await delete_streams(request, [definition.stream_id])
+    return web.json_response({"message": f"stream {definition.stream_id} deleted"})
+
+
+async def trigger_failover(request: web.Request) -> web.Response:
+    definition = _get(request, request.match_info["stream_id"])
+    if not definition.has_failover:
+        raise BadRequest("this stream has no failover URLs or resolver")
+    tracker = request.app[TRACKER]
+    runtime = tracker.runtime(definition.stream_id)
+    new_url = await manual_failover(request.app, definition, runtime)
+    return web.json_response(
+        {
+            "message": "failover triggered",
+            "new_url": new_url,
+            "failover_index": runtime.current_index - 1,
+            "failover_attempts": runtime.failover_attempts,
+            "active_clients": len(runtime.clients),
+        }
+    )
+
+
+def _matching(request: web.Request, field: str, value: str) -> list[StreamDefinition]:
+    return [d for d in request.app[REGISTRY].all() if d.metadata.get(field) == value]
+
+
+def _client_count(request: web.Request, stream_id: str) -> int:
+    runtime = request.app[TRACKER].streams.get(stream_id)
+    return len(runtime.clients) if runtime else 0
+
+
+async def by_metadata(request: web.Request) -> web.Response:
+    field, value = required_query(request, "field"), required_query(request, "value")
+    active_only = query_flag(request, "active_only", True)
+    tracker = request.app[TRACKER]
+    rows = []
+    for definition in _matching(request, field, value):
+        runtime = tracker.streams.get(definition.stream_id)
+        count = len(runtime.clients) if runtime else 0
+        if active_only and count == 0:
+            continue
+        rows.append(
+            {
+                "stream_id": definition.stream_id,
+                "client_count": count,
+                "metadata": dict(definition.metadata),
+                "last_access": runtime.last_access if runtime else None,
+                "is_active": count > 0,
+                "url": definition.url,
+                "stream_type": TYPE_NAMES[definition.kind],
+            }
+        )
+    return web.json_response(
+        {
+            "filter": {"field": field, "value": value},
+            "active_only": active_only,
+            "matching_streams": rows,
+            "total_matching": len(rows),
+            "total_clients": sum(r["client_count"] for r in rows),
+        }
+    )
+
+
+async def counts_by_metadata(request: web.Request) -> web.Response:
+    field = required_query(request, "field")
+    wanted = [v for v in required_query(request, "values").split(",") if v]
+    counts = dict.fromkeys(wanted, 0)
+    for definition in request.app[REGISTRY].all():
+        value = definition.metadata.get(field)
+        if value in counts and _client_count(request, definition.stream_id) > 0:
+            counts[value] += 1
+    return web.json_response({"field": field, "counts": counts})
+
+
+async def delete_by_metadata(request: web.Request) -> web.Response:
+    field, value = required_query(request, "field"), required_query(request, "value")
+    exclude = request.query.get("exclude_channel_id")
+    force = query_flag(request, "force", True)
+    leaving = request.query.get("client_id")
+    tracker = request.app[TRACKER]
+    doomed: list[str] = []
+    skipped: list[dict[str, str]] = []
+    for definition in _matching(request, field, value):
+        if exclude is not None and definition.metadata.get("id") == exclude:
+            skipped.append({"stream_id": definition.stream_id, "reason": "excluded_channel"})
+            continue
+        runtime = tracker.streams.get(definition.stream_id)
+        others = [c for c in (runtime.clients if runtime else {}) if c != leaving]
+        if not force and others:
+            skipped.append({"stream_id": definition.stream_id, "reason": "has_active_clients"})
+            continue
+        doomed.append(definition.stream_id)
+    gone = await delete_streams(request, doomed)
+    return web.json_response(
+        {
+            "message": f"deleted {len(gone)} stream(s) with {field}={value}",
+            "deleted_streams": [d.stream_id for d in gone],
+            "skipped_streams": skipped,
+            "deleted_count": len(gone),
+        }
+    )
+
+
+async def delete_oldest_by_metadata(request: web.Request) -> web.Response:
+    """Delete the oldest matching stream, active ones first ("latest wins" providers)."""
+    field, value = required_query(request, "field"), required_query(request, "value")
+    exclude = request.query.get("exclude_channel_id")
+    candidates = [
+        d
+        for d in _matching(request, field, value)
+        if exclude is None or d.metadata.get("id") != exclude
+    ]
+    candidates.sort(key=lambda d: (_client_count(request, d.stream_id) == 0, d.created_at))
+    gone = await delete_streams(request, [candidates[0].stream_id]) if candidates else []
+    return web.json_response(
+        {
+            "message": f"deleted the oldest stream with {field}={value}"
+            if gone
+            else f"no stream with {field}={value} to delete",
+            "deleted_stream": gone[0].stream_id if gone else None,
+            "deleted_streams": [d.stream_id for d in gone],
+            "deleted_count": len(gone),
+        }
+    )

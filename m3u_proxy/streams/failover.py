@@ -1,0 +1,251 @@
+"""The failover chain: which URL a client tries next, and the manual failover.
+
+Order (API.md): primary, then ``failover_urls`` in order, then
+``failover_resolver_url`` answers. Each client connection walks the chain on its own
+(`Chain`); the stream's runtime remembers where the last move landed so new clients
+start on a working URL. A URL that just failed cools down for everybody for a few
+seconds: other clients prefer the next URL instead of hammering it. The chain is
+bounded: once every URL has failed since the last byte was delivered, it ends.
+"""
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import aiohttp
+import attrs
+from aiohttp import web
+
+from m3u_proxy.errors import UpstreamFailed, ValidationFailed
+from m3u_proxy.keys import CONFIG, EVENTS, SESSION, TRACKER
+from m3u_proxy.logs import get_logger, redact_url
+from m3u_proxy.streams.registry import StreamDefinition, check_url, utc_now
+from m3u_proxy.streams.tracking import StreamRuntime
+
+log = get_logger(__name__)
+RETRY_WINDOW = 10.0  # seconds before the same URL earns another quick retry
+
+
+@attrs.frozen
+class Failure(Exception):
+    reason: str  # connect_error, timeout, http_status, stall, reset, eof, manual
+    status: int | None = None
+    detail: str = ""
+
+    @property
+    def retry_same(self) -> bool:
+        """Connect errors and resets get a quick retry of the same URL (issue #3)."""
+        return self.reason in ("connect_error", "reset", "eof")
+
+
+@contextlib.contextmanager
+def upstream_failures() -> Iterator[None]:
+    """Turn aiohttp's exceptions for one provider request into a `Failure` with a reason."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise Failure("timeout", detail="provider did not answer in time") from exc
+    except aiohttp.TooManyRedirects as exc:
+        raise Failure("http_status", exc.status, "too many redirects") from exc
+    except aiohttp.ClientError as exc:
+        raise Failure("connect_error", detail=type(exc).__name__) from exc
+
+
+class Cooldowns:
+    """Per-URL "recently failed" marks shared by every client."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until: dict[str, float] = {}
+
+    def mark(self, url: str) -> None:
+        if self.seconds > 0:
+            self._until[url] = time.monotonic() + self.seconds
+            if len(self._until) > 10_000:
+                now = time.monotonic()
+                self._until = {u: t for u, t in self._until.items() if t > now}
+
+    def cooling(self, url: str) -> bool:
+        until = self._until.get(url)
+        return until is not None and until > time.monotonic()
+
+
+COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
+
+
+def chain_urls(definition: StreamDefinition, runtime: StreamRuntime) -> list[str]:
+    return [*definition.urls, *runtime.resolved_urls]
+
+
+async def ask_resolver(
+    app: web.Application,
+    definition: StreamDefinition,
+    current_url: str,
+    index: int,
+    failure: Failure,
+) -> str | None:
+    """POST the resolver; a 2xx ``{"next_url": ...}`` continues, anything else ends."""
+    url = definition.failover_resolver_url
+    if url is None:
+        return None
+    upstream = app[CONFIG].upstream
+    body: Mapping[str, Any] = {
+        "current_url": current_url,
+        "metadata": dict(definition.metadata),
+        "current_failover_index": index - 1,
+        "status_code": failure.status,
+        "reason": failure.reason,
+    }
+    timeout = aiohttp.ClientTimeout(total=upstream.connect_timeout + upstream.stall_timeout)
+    try:
+        async with app[SESSION].post(url, json=body, timeout=timeout) as resp:
+            if not 200 <= resp.status < 300:
+                return None
+            answer = await resp.json(content_type=None)
+        return check_url("next_url", answer.get("next_url")) if isinstance(answer, dict) else None
+    except (aiohttp.ClientError, TimeoutError, ValueError, ValidationFailed) as exc:
+        log.warning("resolver_failed", stream_id=definition.stream_id, error=str(exc))
+        return None
+
+
+def record_move(
+    app: web.Application,
+    definition: StreamDefinition,
+    runtime: StreamRuntime,
+    *,
+    old_index: int,
+    new_index: int,
+    reason: str,
+) -> None:
+    """Publish a move of the stream's current URL: counters, event, log."""
+    urls = chain_urls(definition, runtime)
+    runtime.current_index = new_index
+    runtime.failover_attempts += 1
+    runtime.last_failover_time = utc_now()
+    app[TRACKER].failovers_total += 1
+    app[TRACKER].failovers_by_reason[reason] += 1
+    app[EVENTS].emit(
+        "failover_triggered",
+        definition.stream_id,
+        {
+            "old_url": redact_url(urls[old_index]),
+            "new_url": redact_url(urls[new_index]),
+            "failover_index": new_index - 1,
+            "reason": reason,
+        },
+        definition.metadata,
+    )
+
+
+class Chain:
+    """One client's walk along its stream's URL chain."""
+
+    def __init__(
+        self, app: web.Application, definition: StreamDefinition, runtime: StreamRuntime
+    ) -> None:
+        self.app = app
+        self.definition = definition
+        self.runtime = runtime
+        self.cooldowns = app[COOLDOWNS]
+        self.index = min(runtime.current_index, len(self.urls) - 1)
+        self.failed: set[int] = set()
+        self.resolver_hops = 0
+        self.retried_at: dict[int, float] = {}
+
+    @property
+    def urls(self) -> list[str]:
+        return chain_urls(self.definition, self.runtime)
+
+    @property
+    def url(self) -> str:
+        return self.urls[self.index]
+
+    def start(self) -> None:
+        """Begin on an uncooled URL if the stream's current one just failed for others."""
+        if self.cooldowns.cooling(self.url):
+            fresh = [i for i in range(len(self.urls)) if not self.cooldowns.cooling(self.urls[i])]
+            after = [i for i in fresh if i > self.index] or fresh
+            if after:
+                self.index = after[0]
+
+    def may_retry(self, failure: Failure) -> bool:
+        """One quick retry of the same URL after a connect error or reset.
+
+        Granted again only after RETRY_WINDOW seconds, so a source that resets every
+        few kilobytes does not hold a client back from its backups forever.
+        """
+        if not failure.retry_same or self.app[CONFIG].upstream.connect_retries < 1:
+            return False
+        now = time.monotonic()
+        if now - self.retried_at.get(self.index, -RETRY_WINDOW) < RETRY_WINDOW:
+            return False
+        self.retried_at[self.index] = now
+        return True
+
+    def delivered(self) -> None:
+        """Bytes flowed from the current URL: every URL may be tried again later."""
+        self.failed.clear()
+        self.resolver_hops = 0
+
+    def _pick(self, candidates: list[int]) -> int | None:
+        """The first candidate not failed yet, preferring those not cooling down."""
+        fresh = [i for i in candidates if i not in self.failed]
+        cool = [i for i in fresh if not self.cooldowns.cooling(self.urls[i])]
+        best = cool or fresh
+        return best[0] if best else None
+
+    async def advance(self, failure: Failure) -> bool:
+        """Move past the current URL after ``failure``; False once the chain is spent."""
+        old = self.index
+        self.failed.add(old)
+        self.cooldowns.mark(self.url)
+        self.runtime.error_count += 1
+        tracker = self.app[TRACKER]
+        tracker.provider_errors[failure.reason] += 1
+        nxt = self._pick(list(range(old + 1, len(self.urls))))
+        limit = self.app[CONFIG].upstream.max_resolver_hops
+        if nxt is None and self.definition.failover_resolver_url and self.resolver_hops < limit:
+            self.resolver_hops += 1
+            found = await ask_resolver(self.app, self.definition, self.url, old, failure)
+            if found is None:
+                return False
+            if found not in self.urls:
+                self.runtime.resolved_urls.append(found)
+            nxt = self.urls.index(found)
+        if nxt is None:
+            nxt = self._pick(list(range(old + 1)))
+        if nxt is None:
+            return False
+        self.index = nxt
+        if self.runtime.current_index == old and nxt != old:
+            record_move(
+                self.app,
+                self.definition,
+                self.runtime,
+                old_index=old,
+                new_index=nxt,
+                reason=failure.reason,
+            )
+        return True
+
+
+async def manual_failover(
+    app: web.Application, definition: StreamDefinition, runtime: StreamRuntime
+) -> str:
+    """Move the stream (every active client, and new ones) to the next URL now."""
+    urls = chain_urls(definition, runtime)
+    old = min(runtime.current_index, len(urls) - 1)
+    nxt = old + 1
+    if nxt >= len(urls):
+        found = await ask_resolver(app, definition, urls[old], old, Failure("manual"))
+        if found is not None and found not in urls:
+            runtime.resolved_urls.append(found)
+            urls.append(found)
+        nxt = urls.index(found) if found is not None else 0
+    if nxt == old:
+        raise UpstreamFailed("the failover resolver gave no other URL to move to")
+    record_move(app, definition, runtime, old_index=old, new_index=nxt, reason="manual")
+    for pump in list(runtime.pumps):
+        pump.switch_to(nxt)
+    return urls[nxt]

@@ -1,0 +1,234 @@
+"""Stream definitions: validation of the registration body and the persistent registry.
+
+A definition is what ``POST /streams`` says about a stream (URLs, user agent, headers,
+metadata, type). Its id is ``md5(url)`` (API.md), so registering a URL again updates the
+same definition. The registry keeps definitions in memory for the hot path and writes
+each change to the `Store` before the API answers.
+"""
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import attrs
+
+from m3u_proxy.errors import ValidationFailed
+from m3u_proxy.store.sqlite import Doc, Store
+
+StreamType = Literal["auto", "live", "vod", "hls"]
+STREAM_TYPES: tuple[StreamType, ...] = ("auto", "live", "vod", "hls")
+MAX_URL_LENGTH = 8192
+KIND = "stream"
+
+_VOD_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv")
+_VOD_PATH_MARKERS = ("/movie/", "/movies/", "/series/", "/vod/")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stream_id_for(url: str) -> str:
+    return hashlib.md5(url.encode("utf-8")).hexdigest()
+
+
+def detect_kind(url: str, stream_type: StreamType) -> Literal["live", "vod", "hls"]:
+    """The kind of a stream from its declared type, else from its URL (sans-io)."""
+    if stream_type != "auto":
+        return stream_type
+    path = urlsplit(url).path.lower()
+    if path.endswith((".m3u8", ".m3u")) or "/hls/" in path:
+        return "hls"
+    if path.endswith(_VOD_EXTENSIONS) or any(marker in path for marker in _VOD_PATH_MARKERS):
+        return "vod"
+    return "live"
+
+
+@attrs.frozen
+class StreamDefinition:
+    stream_id: str
+    url: str
+    failover_urls: tuple[str, ...] = ()
+    failover_resolver_url: str | None = None
+    user_agent: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    metadata: Mapping[str, str] = attrs.field(factory=dict)
+    stream_type: StreamType = "auto"
+    stall_timeout: float | None = None
+    created_at: str = attrs.field(factory=utc_now)
+
+    @property
+    def kind(self) -> Literal["live", "vod", "hls"]:
+        return detect_kind(self.url, self.stream_type)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.failover_urls)
+
+    @property
+    def has_failover(self) -> bool:
+        return bool(self.failover_urls) or self.failover_resolver_url is not None
+
+    def to_doc(self) -> Doc:
+        doc = attrs.asdict(self)
+        doc["failover_urls"] = list(self.failover_urls)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> "StreamDefinition":
+        return cls(
+            stream_id=doc["stream_id"],
+            url=doc["url"],
+            failover_urls=tuple(doc.get("failover_urls", ())),
+            failover_resolver_url=doc.get("failover_resolver_url"),
+            user_agent=doc.get("user_agent"),
+            headers=dict(doc.get("headers", {})),
+            metadata=dict(doc.get("metadata", {})),
+            stream_type=doc.get("stream_type", "auto"),
+            stall_timeout=doc.get("stall_timeout"),
+            created_at=doc.get("created_at") or utc_now(),
+        )
+
+
+def check_url(field: str, value: Any) -> str:
+    """An absolute http(s) URL with a host, no whitespace or control characters."""
+    if not isinstance(value, str) or not value:
+        raise ValidationFailed(field, "must be a non-empty string")
+    if len(value) > MAX_URL_LENGTH:
+        raise ValidationFailed(field, f"longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValidationFailed(field, "must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ValidationFailed(field, f"is not a valid URL ({exc})") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValidationFailed(field, "must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValidationFailed(field, "must name a host")
+    return value
+
+
+def check_header_value(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationFailed(field, "must be a string")
+    if "\r" in value or "\n" in value or "\0" in value:
+        # Header injection: a CR/LF would let a caller smuggle extra upstream headers.
+        raise ValidationFailed(field, "must not contain CR, LF or NUL characters")
+    return value
+
+
+def check_headers(field: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationFailed(field, "must be an object of string values")
+    headers: dict[str, str] = {}
+    for name, header_value in value.items():
+        token_ok = name and all(
+            33 <= ord(ch) <= 126 and ch not in '()<>@,;:\\"/[]?={}' for ch in name
+        )
+        if not token_ok:
+            raise ValidationFailed(f"{field}.{name}", "is not a valid header name")
+        headers[name] = check_header_value(f"{field}.{name}", header_value)
+    return headers
+
+
+def check_metadata(field: str, value: Any) -> dict[str, str]:
+    """Flat object; scalars are kept as strings (API.md), nested values are refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationFailed(field, "must be a flat object")
+    flat: dict[str, str] = {}
+    for key, item in value.items():
+        if isinstance(item, dict | list):
+            raise ValidationFailed(f"{field}.{key}", "must be a scalar, not a nested value")
+        if isinstance(item, bool):
+            flat[key] = "true" if item else "false"
+        elif item is None:
+            flat[key] = ""
+        else:
+            flat[key] = str(item)
+    return flat
+
+
+def parse_definition(body: Any) -> StreamDefinition:
+    """Validate a ``POST /streams`` body into a definition (unknown fields are ignored)."""
+    if not isinstance(body, dict):
+        raise ValidationFailed("body", "must be a JSON object")
+    url = check_url("url", body.get("url"))
+    failover = body.get("failover_urls")
+    if failover is None:  # absent or null; a falsy non-list ({}, "", false) is still a 422
+        failover = []
+    if not isinstance(failover, list):
+        raise ValidationFailed("failover_urls", "must be a list of URLs")
+    failover_urls = tuple(check_url(f"failover_urls[{i}]", u) for i, u in enumerate(failover))
+    resolver = body.get("failover_resolver_url")
+    if resolver is not None:
+        resolver = check_url("failover_resolver_url", resolver)
+    user_agent = body.get("user_agent")
+    if user_agent is not None:
+        user_agent = check_header_value("user_agent", user_agent) or None
+    stream_type = body.get("stream_type", "auto")
+    if stream_type not in STREAM_TYPES:
+        raise ValidationFailed("stream_type", f"must be one of {', '.join(STREAM_TYPES)}")
+    stall = body.get("stall_timeout")
+    if stall is not None and (
+        isinstance(stall, bool) or not isinstance(stall, int | float) or not 0 < stall <= 600
+    ):
+        raise ValidationFailed("stall_timeout", "must be a number of seconds in (0, 600]")
+    return StreamDefinition(
+        stream_id=stream_id_for(url),
+        url=url,
+        failover_urls=failover_urls,
+        failover_resolver_url=resolver,
+        user_agent=user_agent,
+        headers=check_headers("headers", body.get("headers")),
+        metadata=check_metadata("metadata", body.get("metadata")),
+        stream_type=stream_type,
+        stall_timeout=float(stall) if stall is not None else None,
+    )
+
+
+class Registry:
+    """All stream definitions, in memory for lookups and in the store for restarts."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._streams: dict[str, StreamDefinition] = {}
+
+    async def load(self) -> None:
+        docs = await self._store.load(KIND)
+        self._streams = {key: StreamDefinition.from_doc(doc) for key, doc in docs.items()}
+
+    def get(self, stream_id: str) -> StreamDefinition | None:
+        return self._streams.get(stream_id)
+
+    def all(self) -> list[StreamDefinition]:
+        return list(self._streams.values())
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    async def save(self, definition: StreamDefinition) -> bool:
+        """Persist, then publish in memory; True when the stream is new."""
+        created = definition.stream_id not in self._streams
+        await self._store.put(KIND, definition.stream_id, definition.to_doc())
+        self._streams[definition.stream_id] = definition
+        return created
+
+    async def save_many(self, definitions: Iterable[StreamDefinition]) -> None:
+        batch = {d.stream_id: d for d in definitions}
+        await self._store.put_many(KIND, {k: d.to_doc() for k, d in batch.items()})
+        self._streams.update(batch)
+
+    async def delete(self, stream_ids: Iterable[str]) -> list[StreamDefinition]:
+        gone = [self._streams[i] for i in dict.fromkeys(stream_ids) if i in self._streams]
+        await self._store.delete(KIND, [d.stream_id for d in gone])
+        for definition in gone:
+            self._streams.pop(definition.stream_id, None)
+        return gone
