@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fmt bench clean install-service
+.PHONY: run test lint typecheck pytest fmt bench soak clean install-service
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,8 +34,13 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	@set -e; for script in bench/*.py; do \
+		[ "$$script" = bench/soak.py ] && continue; \
 		echo "== $$script"; $(BIN)/python $$script $(BENCH_ARGS); \
 	done
+
+# Minutes of viewers, zaps and failovers; not part of `make bench` or `make test`.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
