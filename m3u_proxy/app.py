@@ -15,10 +15,11 @@ from aiohttp import web
 
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
-from m3u_proxy.handlers import metrics, webhooks
-from m3u_proxy.handlers.hls import HLS_CACHE, MAX_PLAYLIST_BYTES, PLAYLISTS
+from m3u_proxy.handlers import info, metrics, webhooks
+from m3u_proxy.handlers.hls import HLS_CACHE, MAX_PLAYLIST_BYTES, PLAYLISTS, STICKY
 from m3u_proxy.handlers.playlists import playlists_ctx
 from m3u_proxy.hls.cache import SharedFetches
+from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import (
     CONFIG,
     EVENTS,
@@ -30,6 +31,7 @@ from m3u_proxy.keys import (
     STORE,
     TRACKER,
 )
+from m3u_proxy.process.lifecycle import end_tracking
 from m3u_proxy.routes import add_routes
 from m3u_proxy.store.sqlite import SqliteStore, Store
 from m3u_proxy.streams.failover import COOLDOWNS, Cooldowns
@@ -107,10 +109,18 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         hls_config.hls_cache_entries, hls_config.hls_cache_max_bytes, hls_config.hls_cache_ttl
     )
     app[PLAYLISTS] = SharedFetches(256, MAX_PLAYLIST_BYTES * 4, 0.0)
+    app[STICKY] = StickyPlaylists()
     app[metrics.METRICS] = metrics.Metrics(app)
     app.on_response_prepare.append(metrics.observe_prepared)
+    app.on_shutdown.append(end_tracking)  # first: its stream_stopped events still go out
     app.cleanup_ctx.extend(
-        [_store_ctx(store), _session_ctx, _background_ctx, webhooks.webhooks_ctx]
+        [
+            _store_ctx(store),
+            _session_ctx,
+            _background_ctx,
+            webhooks.webhooks_ctx,
+            info.capabilities_ctx,
+        ]
     )
     app.cleanup_ctx.append(playlists_ctx)  # playlists: after the store and the session
     add_routes(app)

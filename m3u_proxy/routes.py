@@ -2,7 +2,16 @@
 
 from aiohttp import web
 
-from m3u_proxy.handlers import hls, metrics, openapi, playback, playlists, stats, webhooks
+from m3u_proxy.handlers import (
+    hls,
+    info,
+    metrics,
+    openapi,
+    playback,
+    playlists,
+    stats,
+    webhooks,
+)
 from m3u_proxy.handlers import streams as api
 
 
@@ -11,6 +20,8 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     # Fixed paths before /streams/{stream_id}: the router tries resources in order.
     r.add_get(prefix + "/health", stats.health, allow_head=True)
     r.add_get(prefix + "/openapi.json", openapi.handler)
+    r.add_get(prefix + "/info", info.info)
+    r.add_post(prefix + "/test-connection", info.test_connection)
     r.add_get(prefix + "/stats", stats.stats)
     r.add_get(prefix + "/stats/streams", stats.stream_stats)
     r.add_get(prefix + "/stats/clients", stats.client_stats)

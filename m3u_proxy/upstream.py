@@ -1,18 +1,21 @@
 """The one place that talks to providers: the pooled session and the request helper.
 
 Every provider request (stream bytes, HLS playlists, keys, segments, the failover
-resolver) goes through `build_session` and `upstream_headers`, so the stream's
-User-Agent and headers are injected in exactly one place. The session has no total
-timeout (a live stream never ends); ``sock_connect`` bounds connecting and
-``sock_read`` is the stall detector: aiohttp re-arms it on every received packet and
-suspends it while reading is paused by a slow client, so it measures provider silence.
+resolver, the ``/test-connection`` `probe`) goes through `build_session` and
+`upstream_headers`, so the stream's User-Agent and headers are injected in exactly one
+place. The session has no total timeout (a live stream never ends); ``sock_connect``
+bounds connecting and ``sock_read`` is the stall detector: aiohttp re-arms it on every
+received packet and suspends it while reading is paused by a slow client, so it
+measures provider silence.
 """
 
 from collections.abc import Mapping
 
 import aiohttp
+import attrs
 
 from m3u_proxy.config import UpstreamConfig
+from m3u_proxy.logs import redact_text
 from m3u_proxy.streams.registry import StreamDefinition
 
 # Passed through to the player when the provider sends them.
@@ -83,3 +86,30 @@ def request_timeout(config: UpstreamConfig, stall: float | None) -> aiohttp.Clie
     return aiohttp.ClientTimeout(
         total=None, sock_connect=config.connect_timeout, sock_read=stall or config.stall_timeout
     )
+
+
+@attrs.frozen
+class Probe:
+    """How one reachability check went: the HTTP status, or why there was none."""
+
+    status: int | None
+    error: str | None
+
+
+async def probe(
+    session: aiohttp.ClientSession, url: str, user_agent: str, seconds: float, max_redirects: int
+) -> Probe:
+    """GET ``url`` once within ``seconds``; only the status is read, never the body."""
+    headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
+    try:
+        async with session.get(
+            url,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=seconds),
+            max_redirects=max_redirects,
+        ) as response:
+            return Probe(response.status, None)
+    except TimeoutError:
+        return Probe(None, f"no answer within {seconds:g} s")
+    except aiohttp.ClientError as exc:
+        return Probe(None, redact_text(f"{type(exc).__name__}: {exc}"))

@@ -303,6 +303,10 @@ class Provider:
             ("/redirect-loop", self._redirect_loop),
             ("/vod/{name}", self._vod),
             ("/file/{path:.*}", self._file),
+            # Endless (or stalling) TS under any path, e.g. one that looks like a movie
+            # or a playlist: for stream flags that override URL detection.
+            ("/live-any/{tail:.*}", self._live),
+            ("/stall-any/{tail:.*}", self._stall),
         ):
             app.router.add_get(pattern, handler)
         self._runner = _TrackingRunner(app, self._connection_opened, self._connection_lost)

@@ -26,8 +26,8 @@ import pytest
 from m3u_proxy.cli import build_config, parse_args
 from m3u_proxy.config import Config, env_name, iter_keys, load_config
 from tests.conftest import free_port, proxy_argv
-from tests.providers import TS_PACKET, Provider
 from tests.process.test_lifecycle import REPO, ProxyProcess, child_env, next_message, notify_socket
+from tests.providers import TS_PACKET, Provider
 
 UNIT = REPO / "contrib" / "m3u-proxy.service"
 ENV_FILE = REPO / "contrib" / "m3u-proxy.env"

@@ -143,6 +143,8 @@ class Outbox:
         self.size = max(1, size)
         self.queue: collections.deque[Event] = collections.deque()
         self.ready = asyncio.Event()
+        self.idle = asyncio.Event()  # set while nothing is queued or being delivered
+        self.idle.set()
         self.counts = Counts()
         self.totals = totals
         self.last: Delivery | None = None
@@ -154,6 +156,7 @@ class Outbox:
             dropped += 1
         self.queue.append(event)
         self.ready.set()
+        self.idle.clear()
         if dropped:
             self.counts.dropped += dropped
             self.totals.dropped += dropped
@@ -168,6 +171,7 @@ class Outbox:
         while True:
             while not self.queue:
                 self.ready.clear()
+                self.idle.set()
                 await self.ready.wait()
             event = self.queue.popleft()
             try:

@@ -16,9 +16,10 @@ import aiohttp
 from aiohttp import web
 
 from m3u_proxy.errors import NotFound, UpstreamFailed, UpstreamTimedOut
-from m3u_proxy.handlers.playback import check_playback_token
+from m3u_proxy.handlers.playback import check_playback_token, failed_to_start
 from m3u_proxy.hls.cache import Fetched, SharedFetches
 from m3u_proxy.hls.rewrite import UriKind, looks_like_playlist, playlist_info, rewrite_playlist
+from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, TRACKER
 from m3u_proxy.streams.failover import Chain, Failure, upstream_failures
 from m3u_proxy.streams.registry import StreamDefinition
@@ -28,6 +29,7 @@ from m3u_proxy.web.requests import client_ip
 
 HLS_CACHE = web.AppKey("hls_cache", SharedFetches)
 PLAYLISTS = web.AppKey("hls_playlists", SharedFetches)
+STICKY = web.AppKey("hls_sticky", StickyPlaylists)
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MAX_PLAYLIST_BYTES = 8 * 1024 * 1024
@@ -88,7 +90,7 @@ async def _fetch(
             async with request.app[SESSION].get(
                 url,
                 headers=upstream_headers(definition, config.user_agent, extra),
-                timeout=request_timeout(config, definition.stall_timeout),
+                timeout=request_timeout(config, definition.stall),
                 max_redirects=config.max_redirects,
             ) as resp:
                 if resp.content_length is not None and resp.content_length > limit:
@@ -157,15 +159,24 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
     runtime = request.app[TRACKER].runtime(definition.stream_id)
     chain = Chain(request.app, definition, runtime)
     chain.start()
+    sticky = request.app[STICKY] if definition.use_sticky_session else None
     while True:
+        target = sticky.target(definition.stream_id, chain.url) if sticky else chain.url
         try:
-            fetched = await _playlist_text(request, definition, chain.url)
+            fetched = await _playlist_text(request, definition, target)
             break
         except Failure as exc:
+            if sticky is not None and target != chain.url:
+                sticky.forget(definition.stream_id, chain.url)  # back to the original URL
+                continue
             if not await chain.advance(exc):
                 error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
-                raise error(f"no provider in the chain gave a playlist ({exc.detail})") from exc
+                failed = error(f"no provider in the chain gave a playlist ({exc.detail})")
+                failed_to_start(request, definition, runtime, failed)
+                raise failed from exc
     chain.delivered()
+    if sticky is not None:
+        sticky.remember(definition.stream_id, chain.url, fetched.url)
     _player(request, definition)
     return _playlist_response(_rewritten(request, definition, fetched))
 
@@ -242,7 +253,7 @@ async def _stream_through(
         upstream = await request.app[SESSION].get(
             url,
             headers=upstream_headers(definition, config.user_agent, extra),
-            timeout=request_timeout(config, definition.stall_timeout),
+            timeout=request_timeout(config, definition.stall),
         )
     except (aiohttp.ClientError, TimeoutError) as exc:
         return _upstream_error(Failure("connect_error", detail=type(exc).__name__))

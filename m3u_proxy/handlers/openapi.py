@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from m3u_proxy import __version__
+from m3u_proxy.handlers.openapi_info import info_schemas
 from m3u_proxy.handlers.openapi_schemas import MD5_ID, STRING, Schema, component_schemas, ref
 from m3u_proxy.keys import CONFIG
 
@@ -174,6 +175,24 @@ def _observability() -> dict[str, Schema]:
                 errors=(404,),
             )
         },
+        "/info": {
+            "get": _op(
+                "info",
+                "observability",
+                "What this server is and can do, in m3u-editor's shape (no secrets).",
+                {200: _json("Version, ffmpeg, acceleration, sharing, settings.", ref("Info"))},
+            )
+        },
+        "/test-connection": {
+            "post": _op(
+                "test_connection",
+                "observability",
+                "GET a URL from the proxy (5 s) and say whether it answered.",
+                {200: _json("How the request went.", ref("ConnectionTestResult"))},
+                body="ConnectionTest",
+                errors=(422,),
+            )
+        },
         "/metrics": {
             "get": _op(
                 "metrics",
@@ -263,9 +282,9 @@ def _streams() -> dict[str, Schema]:
                 "delete_oldest_by_metadata",
                 "streams",
                 "Delete the oldest matching stream, active ones first.",
-                {200: _json("What was deleted, if anything.", ref("OldestDeletion"))},
+                {200: _json("What was deleted and how old it was.", ref("OldestDeletion"))},
                 params=[FIELD, VALUE, EXCLUDE],
-                errors=(422,),
+                errors=(404, 422),
             )
         },
         "/streams/{stream_id}": {
@@ -389,9 +408,16 @@ def _webhooks() -> dict[str, Schema]:
                 "webhooks",
                 "Forget a webhook and its undelivered events.",
                 {200: _json("Deleted.", ref("WebhookDeleted"))},
-                params=[WEBHOOK_URL],
+                params=[{**WEBHOOK_URL, "required": False}],
                 errors=(404, 422),
-            ),
+            )
+            | {
+                "requestBody": {
+                    "required": False,
+                    "description": "m3u-editor's form: the URL in a JSON body, not the query",
+                    "content": {JSON: {"schema": ref("WebhookToDelete")}},
+                }
+            },
         },
         "/webhooks/test": {
             "post": _op(
@@ -493,7 +519,7 @@ def document(root_path: str = "") -> dict[str, Any]:
             **_playlists(),
         },
         "components": {
-            "schemas": component_schemas(),
+            "schemas": component_schemas() | info_schemas(),
             "responses": {
                 name: _json(description, ref("Error")) for name, description in _ERRORS.values()
             },

@@ -11,7 +11,7 @@ from typing import Any
 from m3u_proxy.events.bus import EVENT_TYPES
 from m3u_proxy.handlers.webhooks import MAX_RETRIES, MAX_SECRET_LENGTH, MAX_TIMEOUT
 from m3u_proxy.playlists.spec import MAX_FAILOVER_PLAYLISTS, MAX_NAME, MAX_REFRESH, MIN_REFRESH
-from m3u_proxy.streams.registry import MAX_URL_LENGTH, STREAM_TYPES
+from m3u_proxy.streams.registry import MAX_URL_LENGTH, SILENCE_FIELDS, STREAM_TYPES
 
 Schema = dict[str, Any]
 
@@ -37,6 +37,7 @@ HEADERS_IN: Schema = {
     "description": "extra upstream request headers; a CR/LF/NUL in a value is a 422",
 }
 MD5_ID: Schema = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+SILENCE_SCHEMAS: dict[type, Schema] = {bool: BOOLEAN, float: NUMBER}
 
 
 def ref(name: str) -> Schema:
@@ -62,7 +63,7 @@ def _stream_stat() -> Schema:
             "stream_id": STRING,
             "original_url": STRING,
             "current_url": STRING,
-            "user_agent": MAYBE_STRING,
+            "user_agent": {**STRING, "description": "the one sent: the stream's, else the default"},
             "stream_type": {"enum": ["HLS", "VOD", "Live Continuous"]},
             "client_count": INTEGER,
             "total_bytes_served": INTEGER,
@@ -72,14 +73,23 @@ def _stream_stat() -> Schema:
             "is_active": BOOLEAN,
             "has_failover": BOOLEAN,
             "failover_urls": STRINGS,
+            "failover_resolver_url": MAYBE_STRING,
             "current_failover_index": {**INTEGER, "description": "-1 = the primary URL"},
             "failover_attempts": INTEGER,
             "last_failover_time": MAYBE_TIME,
             "upstream_connections": INTEGER,
+            "shared": {**BOOLEAN, "description": "its viewers share one provider connection"},
+            "provider": MAYBE_STRING,
             "created_at": TIME,
             "last_access": MAYBE_TIME,
             "metadata": STRING_MAP,
-        }
+            "headers": {**STRINGS, "description": "names of the extra headers, never values"},
+            "media_info": {"type": ["object", "null"]},
+            "stall_timeout": MAYBE_NUMBER,
+            "strict_live_ts": BOOLEAN,
+            "use_sticky_session": BOOLEAN,
+        },
+        {name: SILENCE_SCHEMAS[kind] for name, kind in SILENCE_FIELDS.items()},
     )
 
 
@@ -94,9 +104,12 @@ def _client_stat() -> Schema:
             "bytes_served": INTEGER,
             "segments_served": INTEGER,
             "bandwidth_bps": NUMBER,
+            "created_at": {**TIME, "description": "when it connected (same as connected_at)"},
             "connected_at": TIME,
             "last_access": TIME,
             "is_connected": BOOLEAN,
+            "shared": BOOLEAN,
+            "skipped_bytes": INTEGER,
         }
     )
 
@@ -132,9 +145,24 @@ def _stream_registration() -> Schema:
                 "maximum": 600,
                 "description": "seconds without a byte before failing over (this stream only)",
             },
+            "strict_live_ts": {
+                "type": ["boolean", "null"],
+                "description": "live MPEG-TS whatever the URL says; stall_timeout defaults to 2 s",
+            },
+            "use_sticky_session": {
+                "type": ["boolean", "null"],
+                "description": "HLS: ask the URL the playlist was redirected to until it fails",
+            },
+            **{
+                name: {**SILENCE_SCHEMAS[kind], "type": [SILENCE_SCHEMAS[kind]["type"], "null"]}
+                for name, kind in SILENCE_FIELDS.items()
+            },
         },
     )
-    schema["description"] = "Unknown fields are ignored."
+    schema["description"] = (
+        "Unknown fields are ignored. The silence-detection fields are stored and shown, "
+        "not acted on."
+    )
     schema["examples"] = [
         {
             "url": "http://provider.example/live/user/pass/1001.ts",
@@ -371,6 +399,12 @@ def component_schemas() -> dict[str, Schema]:
                 "uptime_seconds": NUMBER,
                 "active_streams": INTEGER,
                 "active_clients": INTEGER,
+                "stats": obj(
+                    dict.fromkeys(
+                        ("active_streams", "active_clients", "total_clients", "total_bytes_served"),
+                        INTEGER,
+                    )
+                ),
             }
         ),
         "StreamStat": _stream_stat(),
@@ -396,7 +430,9 @@ def component_schemas() -> dict[str, Schema]:
             }
         ),
         "StreamList": obj({"streams": array(ref("StreamStat")), "total": INTEGER}),
-        "ClientList": obj({"clients": array(ref("ClientStat")), "total": INTEGER}),
+        "ClientList": obj(
+            {"clients": array(ref("ClientStat")), "total": INTEGER, "total_clients": INTEGER}
+        ),
         "ClientDetail": obj({"client": ref("ClientStat")}),
         "StreamRegistration": _stream_registration(),
         "StreamRegistered": _stream_registered(),
@@ -443,9 +479,10 @@ def component_schemas() -> dict[str, Schema]:
         "OldestDeletion": obj(
             {
                 "message": STRING,
-                "deleted_stream": MAYBE_STRING,
+                "deleted_stream": STRING,
                 "deleted_streams": STRINGS,
-                "deleted_count": INTEGER,
+                "deleted_count": {"const": 1},
+                "stream_age_seconds": {**NUMBER, "description": "seconds since its created_at"},
             }
         ),
         "WebhookRegistration": _webhook_in(),
@@ -453,6 +490,7 @@ def component_schemas() -> dict[str, Schema]:
         "Webhook": _webhook(),
         "WebhookList": obj({"webhooks": array(ref("Webhook")), "total": INTEGER}),
         "WebhookDeleted": obj({"message": STRING, "url": STRING}),
+        "WebhookToDelete": obj({"webhook_url": {**STRING, "minLength": 1}}),
         "WebhookTest": {
             "allOf": [
                 ref("Delivery"),

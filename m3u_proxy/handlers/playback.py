@@ -115,6 +115,7 @@ class Pump:
         self.total: int | None = None  # size of the whole file, when known
         self.splicer: TsSplicer | None = None
         self.writing = False  # inside response.write(): the player's socket may be full
+        self.end_reason = "client_left"  # why this playback ended (client_disconnected)
         self._stuck_at: tuple[int, float] | None = None
 
     # -- provider side -------------------------------------------------------------
@@ -129,7 +130,7 @@ class Pump:
         elif self.client_range:
             extra["Range"] = self.client_range
         headers = upstream_headers(self.definition, self.config.upstream.user_agent, extra)
-        timeout = request_timeout(self.config.upstream, self.definition.stall_timeout)
+        timeout = request_timeout(self.config.upstream, self.definition.stall)
         with upstream_failures():
             response = await self.session.get(
                 url,
@@ -191,6 +192,7 @@ class Pump:
         self.switching = asyncio.create_task(self._prepare_switch(index))
 
     def stop(self) -> None:
+        self.end_reason = "stopped"
         if self.source is not None:
             self.source.response.content.set_exception(StopRequested())
 
@@ -311,6 +313,7 @@ class Pump:
             except Failure as exc:
                 # The whole chain is dead mid-stream: the player gets a clean end.
                 self.source = None
+                self.end_reason = "chain_exhausted"
                 self.request.app[EVENTS].emit(
                     "stream_failed",
                     self.definition.stream_id,
@@ -337,7 +340,10 @@ class Pump:
         for name in PASS_HEADERS:
             if name in upstream.headers and (not self.live or name == "Content-Type"):
                 response.headers[name] = upstream.headers[name]
-        if "Content-Type" not in response.headers or response.headers["Content-Type"] in (
+        if self.definition.strict_live_ts:
+            # m3u-editor's strict_live_ts: live MPEG-TS whatever the provider labels it.
+            response.headers["Content-Type"] = "video/mp2t"
+        elif "Content-Type" not in response.headers or response.headers["Content-Type"] in (
             "application/octet-stream",
             "binary/octet-stream",
         ):
@@ -355,7 +361,8 @@ class Pump:
             error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
             raise error(f"no provider in the chain answered ({exc.detail})") from exc
         first = self.source
-        if self.definition.stream_type == "auto" and is_playlist(first.response):
+        auto = self.definition.stream_type == "auto" and not self.definition.strict_live_ts
+        if auto and is_playlist(first.response):
             self._close(first)
             self.source = None
             self.runtime.detected_kind = "hls"
@@ -390,6 +397,28 @@ class Pump:
             self._close(self.pending)
 
 
+def failed_to_start(
+    request: web.Request, definition: StreamDefinition, runtime: StreamRuntime, exc: UpstreamFailed
+) -> None:
+    """The chain was spent before a byte: ``stream_failed``, and ``stream_stopped`` when
+    nobody else watches, so a manager counting provider connections per stream (m3u-editor
+    decrements on ``stream_stopped``) releases the one it reserved for this stream."""
+    events = request.app[EVENTS]
+    events.emit(
+        "stream_failed",
+        definition.stream_id,
+        {"reason": exc.detail, "status": exc.status},
+        definition.metadata,
+    )
+    if not runtime.clients:
+        events.emit(
+            "stream_stopped",
+            definition.stream_id,
+            {"reason": "chain_exhausted"},
+            definition.metadata,
+        )
+
+
 async def play(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /stream/{stream_id}``."""
     stream_id = request.match_info["stream_id"]
@@ -410,12 +439,7 @@ async def play(request: web.Request) -> web.StreamResponse:
         await pump.start()
     except UpstreamFailed as exc:
         runtime.error_count += 1
-        request.app[EVENTS].emit(
-            "stream_failed",
-            stream_id,
-            {"reason": exc.detail, "status": exc.status},
-            definition.metadata,
-        )
+        failed_to_start(request, definition, runtime, exc)
         raise
     client = tracker.connect(
         definition,
@@ -428,4 +452,5 @@ async def play(request: web.Request) -> web.StreamResponse:
     try:
         return await pump.serve(client)
     finally:
-        tracker.disconnect(client, request.app[REGISTRY].get(stream_id) or definition)
+        current = request.app[REGISTRY].get(stream_id) or definition
+        tracker.disconnect(client, current, reason=pump.end_reason)

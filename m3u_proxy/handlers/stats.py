@@ -7,7 +7,7 @@ from aiohttp import web
 
 from m3u_proxy import __version__
 from m3u_proxy.errors import NotFound
-from m3u_proxy.keys import REGISTRY, STARTED, TRACKER
+from m3u_proxy.keys import CONFIG, REGISTRY, STARTED, TRACKER
 from m3u_proxy.streams.failover import chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import StreamRuntime, Tracker
@@ -15,8 +15,14 @@ from m3u_proxy.streams.tracking import StreamRuntime, Tracker
 TYPE_NAMES = {"hls": "HLS", "vod": "VOD", "live": "Live Continuous"}
 
 
-def stream_stat(definition: StreamDefinition, runtime: StreamRuntime | None) -> dict[str, Any]:
-    """One StreamStat (API.md) from a definition and its runtime state, if any."""
+def stream_stat(
+    definition: StreamDefinition, runtime: StreamRuntime | None, default_user_agent: str
+) -> dict[str, Any]:
+    """One StreamStat (API.md) from a definition and its runtime state, if any.
+
+    m3u-editor's stream monitor reads most of these without a guard, so every field is
+    always present; the ones a later issue fills (``media_info``, ``provider``) are null.
+    """
     index = runtime.current_index if runtime else 0
     urls = chain_urls(definition, runtime) if runtime else list(definition.urls)
     clients = len(runtime.clients) if runtime else 0
@@ -24,7 +30,7 @@ def stream_stat(definition: StreamDefinition, runtime: StreamRuntime | None) -> 
         "stream_id": definition.stream_id,
         "original_url": definition.url,
         "current_url": urls[index] if index < len(urls) else definition.url,
-        "user_agent": definition.user_agent,
+        "user_agent": definition.user_agent or default_user_agent,  # the one actually sent
         "stream_type": TYPE_NAMES[definition.kind],
         "client_count": clients,
         "total_bytes_served": runtime.total_bytes if runtime else 0,
@@ -34,19 +40,31 @@ def stream_stat(definition: StreamDefinition, runtime: StreamRuntime | None) -> 
         "is_active": clients > 0,
         "has_failover": definition.has_failover,
         "failover_urls": list(definition.failover_urls),
+        "failover_resolver_url": definition.failover_resolver_url,
         "current_failover_index": index - 1,
         "failover_attempts": runtime.failover_attempts if runtime else 0,
         "last_failover_time": runtime.last_failover_time if runtime else None,
         "upstream_connections": runtime.upstream_connections if runtime else 0,
+        "shared": False,  # every viewer has its own provider connection (no shared channels)
+        "provider": None,  # no provider accounts yet
         "created_at": definition.created_at,
         "last_access": runtime.last_access if runtime else None,
         "metadata": dict(definition.metadata),
+        "headers": sorted(definition.headers),  # names only: values may carry credentials
+        "media_info": None,  # filled by the transcoding issue's probe
+        "stall_timeout": definition.stall_timeout,
+        "strict_live_ts": definition.strict_live_ts,
+        "use_sticky_session": definition.use_sticky_session,
+        **definition.silence,
     }
 
 
 def all_stream_stats(request: web.Request) -> list[dict[str, Any]]:
     tracker = request.app[TRACKER]
-    return [stream_stat(d, tracker.streams.get(d.stream_id)) for d in request.app[REGISTRY].all()]
+    agent = request.app[CONFIG].upstream.user_agent
+    return [
+        stream_stat(d, tracker.streams.get(d.stream_id), agent) for d in request.app[REGISTRY].all()
+    ]
 
 
 def uptime(request: web.Request) -> float:
@@ -64,13 +82,21 @@ def totals(tracker: Tracker) -> dict[str, int]:
 
 async def health(request: web.Request) -> web.Response:
     tracker = request.app[TRACKER]
+    active_streams, active_clients = tracker.active_streams(), len(tracker.clients)
     return web.json_response(
         {
             "status": "healthy",
             "version": __version__,
             "uptime_seconds": uptime(request),
-            "active_streams": tracker.active_streams(),
-            "active_clients": len(tracker.clients),
+            "active_streams": active_streams,
+            "active_clients": active_clients,
+            # m3u-editor reads these under "stats"; clients here are the connected ones.
+            "stats": {
+                "active_streams": active_streams,
+                "active_clients": active_clients,
+                "total_clients": active_clients,
+                "total_bytes_served": totals(tracker)["total_bytes_served"],
+            },
         }
     )
 
@@ -101,7 +127,9 @@ async def stream_stats(request: web.Request) -> web.Response:
 
 async def client_stats(request: web.Request) -> web.Response:
     clients = [c.to_json() for c in request.app[TRACKER].clients.values()]
-    return web.json_response({"clients": clients, "total": len(clients)})
+    return web.json_response(
+        {"clients": clients, "total": len(clients), "total_clients": len(clients)}
+    )
 
 
 async def one_client(request: web.Request) -> web.Response:

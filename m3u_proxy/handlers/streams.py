@@ -4,6 +4,7 @@ Handlers stay thin: parse, call the registry or tracker, render. Domain errors a
 raised and the error middleware turns them into ``{"detail": ...}``.
 """
 
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from m3u_proxy.errors import BadRequest, NotFound
 from m3u_proxy.handlers.stats import TYPE_NAMES, all_stream_stats, stream_stat
-from m3u_proxy.keys import EVENTS, REGISTRY, TRACKER
+from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, TRACKER
 from m3u_proxy.streams.failover import manual_failover
 from m3u_proxy.streams.registry import StreamDefinition, parse_definition
 from m3u_proxy.web.requests import json_body, playback_path, query_flag, required_query
@@ -84,7 +85,7 @@ async def get_stream(request: web.Request) -> web.Response:
     clients = [c.to_json() for c in runtime.clients.values()] if runtime else []
     return web.json_response(
         {
-            "stream": stream_stat(definition, runtime),
+            "stream": stream_stat(definition, runtime, request.app[CONFIG].upstream.user_agent),
             "clients": clients,
             "client_count": len(clients),
         }
@@ -206,14 +207,17 @@ async def delete_oldest_by_metadata(request: web.Request) -> web.Response:
         if exclude is None or d.metadata.get("id") != exclude
     ]
     candidates.sort(key=lambda d: (_client_count(request, d.stream_id) == 0, d.created_at))
-    gone = await delete_streams(request, [candidates[0].stream_id]) if candidates else []
+    if not candidates:
+        raise NotFound(f"no stream with {field}={value} to delete")
+    oldest = candidates[0]
+    age = (datetime.now(UTC) - datetime.fromisoformat(oldest.created_at)).total_seconds()
+    await delete_streams(request, [oldest.stream_id])
     return web.json_response(
         {
-            "message": f"deleted the oldest stream with {field}={value}"
-            if gone
-            else f"no stream with {field}={value} to delete",
-            "deleted_stream": gone[0].stream_id if gone else None,
-            "deleted_streams": [d.stream_id for d in gone],
-            "deleted_count": len(gone),
+            "message": f"deleted the oldest stream with {field}={value}",
+            "deleted_stream": oldest.stream_id,
+            "deleted_streams": [oldest.stream_id],
+            "deleted_count": 1,
+            "stream_age_seconds": round(max(age, 0.0), 3),
         }
     )

@@ -11,6 +11,7 @@ so they survive restarts; registering a URL again updates it.
 """
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +32,7 @@ TEST_EVENT = "webhook_test"  # not a bus event: only POST /webhooks/test sends i
 MAX_TIMEOUT = 60.0
 MAX_RETRIES = 10
 MAX_SECRET_LENGTH = 1024
+FLUSH_LIMIT = 2.0  # seconds queued events get at shutdown, at most
 
 
 def _number(field: str, value: Any, default: float) -> float:
@@ -154,6 +156,15 @@ class Webhooks:
             "last_delivery": outbox.last.to_json() if outbox and outbox.last else None,
         }
 
+    async def flush(self, seconds: float) -> None:
+        """Give queued events up to ``seconds`` to go out (shutdown: the last
+        ``stream_stopped`` events matter to a manager counting connections)."""
+        waits = [outbox.idle.wait() for outbox in self._outboxes.values() if outbox.queue]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await asyncio.gather(*waits)
+
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         for task in tasks:
@@ -172,6 +183,7 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     unsubscribe = app[EVENTS].subscribe(hooks.publish)
     yield
     unsubscribe()
+    await hooks.flush(min(app[CONFIG].server.shutdown_timeout, FLUSH_LIMIT))
     await hooks.close()
 
 
@@ -188,8 +200,19 @@ async def list_webhooks(request: web.Request) -> web.Response:
     return web.json_response({"webhooks": described, "total": len(described)})
 
 
+async def _url_to_delete(request: web.Request) -> str:
+    """``?webhook_url=``, else a JSON body ``{"webhook_url": ...}`` (m3u-editor sends that)."""
+    if request.query.get("webhook_url") or not request.can_read_body:
+        return required_query(request, "webhook_url")
+    body = await json_body(request)
+    url = body.get("webhook_url") if isinstance(body, dict) else None
+    if not isinstance(url, str) or not url:
+        raise ValidationFailed("webhook_url", "is required (query parameter or JSON body)")
+    return url
+
+
 async def delete_webhook(request: web.Request) -> web.Response:
-    url = required_query(request, "webhook_url")
+    url = await _url_to_delete(request)
     if not await request.app[WEBHOOKS].delete(url):
         raise NotFound("no webhook is registered with this url")
     return web.json_response({"message": "webhook deleted", "url": url})

@@ -192,6 +192,9 @@ def _keep_existing(new: StreamDefinition, old: StreamDefinition) -> StreamDefini
         failover_resolver_url=old.failover_resolver_url,
         stall_timeout=old.stall_timeout,
         stream_type=old.stream_type,
+        strict_live_ts=old.strict_live_ts,
+        use_sticky_session=old.use_sticky_session,
+        silence=old.silence,
     )
 
 

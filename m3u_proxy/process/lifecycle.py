@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from m3u_proxy.keys import TRACKER
+from m3u_proxy.keys import REGISTRY, TRACKER
 from m3u_proxy.logs import get_logger
 
 log = get_logger(__name__)
@@ -139,6 +139,19 @@ async def end_live_streams(app: web.Application) -> None:
             # PumpControl does not expose the kind; playback's Pump has ``live``.
             if getattr(pump, "live", True):
                 pump.stop()
+
+
+async def end_tracking(app: web.Application) -> None:
+    """``on_shutdown``, before the streams end: every viewer leaves with reason ``shutdown``.
+
+    So each active stream's ``stream_stopped`` (and each ``client_disconnected``) is
+    emitted now, carrying the stream's metadata, while the webhooks can still deliver it:
+    m3u-editor decrements its provider connection counter on ``stream_stopped``. HLS
+    viewers have no running request to end them, so without this they would never leave.
+    """
+    tracker, registry = app[TRACKER], app[REGISTRY]
+    for client in list(tracker.clients.values()):
+        tracker.disconnect(client, registry.get(client.stream_id), reason="shutdown")
 
 
 class InFlight:

@@ -7,6 +7,7 @@ each change to the `Store` before the API answers.
 """
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,6 +22,17 @@ StreamType = Literal["auto", "live", "vod", "hls"]
 STREAM_TYPES: tuple[StreamType, ...] = ("auto", "live", "vod", "hls")
 MAX_URL_LENGTH = 8192
 KIND = "stream"
+STRICT_LIVE_STALL = 2.0  # seconds without a byte before a strict_live_ts stream fails over
+
+# m3u-editor's silence-detection settings: accepted, stored and shown, not acted on.
+SILENCE_FIELDS: dict[str, type] = {
+    "enable_silence_detection": bool,
+    "silence_threshold_db": float,
+    "silence_duration": float,
+    "silence_check_interval": float,
+    "silence_failover_threshold": float,
+    "silence_monitoring_grace_period": float,
+}
 
 _VOD_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv")
 _VOD_PATH_MARKERS = ("/movie/", "/movies/", "/series/", "/vod/")
@@ -57,11 +69,23 @@ class StreamDefinition:
     metadata: Mapping[str, str] = attrs.field(factory=dict)
     stream_type: StreamType = "auto"
     stall_timeout: float | None = None
+    strict_live_ts: bool = False
+    use_sticky_session: bool = False
+    silence: Mapping[str, bool | float] = attrs.field(factory=dict)
     created_at: str = attrs.field(factory=utc_now)
 
     @property
     def kind(self) -> Literal["live", "vod", "hls"]:
+        if self.strict_live_ts:  # m3u-editor: live MPEG-TS whatever the URL says
+            return "live"
         return detect_kind(self.url, self.stream_type)
+
+    @property
+    def stall(self) -> float | None:
+        """Seconds without a byte before failover; None means the configured default."""
+        if self.stall_timeout is None and self.strict_live_ts:
+            return STRICT_LIVE_STALL
+        return self.stall_timeout
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -74,6 +98,7 @@ class StreamDefinition:
     def to_doc(self) -> Doc:
         doc = attrs.asdict(self)
         doc["failover_urls"] = list(self.failover_urls)
+        doc["silence"] = dict(self.silence)
         return doc
 
     @classmethod
@@ -88,6 +113,9 @@ class StreamDefinition:
             metadata=dict(doc.get("metadata", {})),
             stream_type=doc.get("stream_type", "auto"),
             stall_timeout=doc.get("stall_timeout"),
+            strict_live_ts=bool(doc.get("strict_live_ts", False)),
+            use_sticky_session=bool(doc.get("use_sticky_session", False)),
+            silence=dict(doc.get("silence", {})),
             created_at=doc.get("created_at") or utc_now(),
         )
 
@@ -156,6 +184,35 @@ def check_metadata(field: str, value: Any) -> dict[str, str]:
     return flat
 
 
+def check_flag(field: str, value: Any) -> bool:
+    """A JSON boolean; null or absent is false (m3u-editor sends its flags as booleans)."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValidationFailed(field, "must be true or false")
+    return value
+
+
+def check_silence(body: Mapping[str, Any]) -> dict[str, bool | float]:
+    """The silence-detection fields present in the body, type-checked and kept as sent."""
+    kept: dict[str, bool | float] = {}
+    for name, kind in SILENCE_FIELDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if kind is bool:
+            kept[name] = check_flag(name, value)
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValidationFailed(name, "must be a finite number")
+        else:
+            kept[name] = float(value)
+    return kept
+
+
 def parse_definition(body: Any) -> StreamDefinition:
     """Validate a ``POST /streams`` body into a definition (unknown fields are ignored)."""
     if not isinstance(body, dict):
@@ -191,6 +248,9 @@ def parse_definition(body: Any) -> StreamDefinition:
         metadata=check_metadata("metadata", body.get("metadata")),
         stream_type=stream_type,
         stall_timeout=float(stall) if stall is not None else None,
+        strict_live_ts=check_flag("strict_live_ts", body.get("strict_live_ts")),
+        use_sticky_session=check_flag("use_sticky_session", body.get("use_sticky_session")),
+        silence=check_silence(body),
     )
 
 

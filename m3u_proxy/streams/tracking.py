@@ -69,9 +69,12 @@ class ClientState:
             "bytes_served": self.bytes_served,
             "segments_served": self.segments_served,
             "bandwidth_bps": round(self.bandwidth_bps, 1),
+            "created_at": self.connected_at,  # the name m3u-editor's stream monitor reads
             "connected_at": self.connected_at,
             "last_access": self.last_access,
             "is_connected": self.is_connected,
+            "shared": False,  # no shared channels yet: every viewer reads its own connection
+            "skipped_bytes": 0,
         }
 
 

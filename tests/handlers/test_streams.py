@@ -175,6 +175,14 @@ class TestLookupAndDelete:
             "created_at",
             "last_access",
             "metadata",
+            "failover_resolver_url",
+            "shared",
+            "provider",
+            "headers",
+            "media_info",
+            "stall_timeout",
+            "strict_live_ts",
+            "use_sticky_session",
         }
         assert set(stat) == expected
         assert stat["stream_type"] == "VOD"
@@ -241,17 +249,20 @@ class TestMetadataRoutes:
         assert (await proxy.get(f"/streams/{ids[1]}")).status == 200
 
     async def test_delete_oldest_by_metadata(self, proxy: Client) -> None:
-        """The oldest matching stream goes first."""
+        """The oldest matching stream goes first, with its age; nothing matching is a 404."""
         ids = await self._three(proxy)
         resp = await proxy.delete(
             "/streams/oldest-by-metadata", params={"field": "provider", "value": "a"}
         )
         data = await resp.json()
         assert data["deleted_stream"] == ids[0]
+        assert data["deleted_count"] == 1
+        assert data["stream_age_seconds"] >= 0
         resp = await proxy.delete(
             "/streams/oldest-by-metadata", params={"field": "provider", "value": "zz"}
         )
-        assert (await resp.json())["deleted_count"] == 0
+        assert resp.status == 404
+        assert "provider=zz" in (await resp.json())["detail"]
 
 
 class TestAuth:

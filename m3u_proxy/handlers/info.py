@@ -1,0 +1,98 @@
+"""``GET /info`` and ``POST /test-connection``: what this server is, and what it reaches.
+
+Both answer in m3u-editor's shape (API.md "Observability"): its settings page shows
+``/info`` and its "test connection" button checks that the proxy reaches the editor's
+failover resolver. Neither ever shows a secret (token, signing key, header values).
+"""
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from m3u_proxy import __version__
+from m3u_proxy.keys import CONFIG, SESSION
+from m3u_proxy.streams.registry import check_url
+from m3u_proxy.transcode.capabilities import Capabilities
+from m3u_proxy.upstream import probe
+from m3u_proxy.web.requests import json_body
+
+CAPABILITIES = web.AppKey("capabilities", Capabilities)
+TEST_SECONDS = 5.0  # API.md: the proxy GETs the URL with a 5 s deadline
+# Live viewers each have their own provider connection until shared channels exist.
+SHARING_STRATEGY = "never"
+
+
+async def capabilities_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[CAPABILITIES] = Capabilities()
+    yield
+    await app[CAPABILITIES].close()
+
+
+async def info(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    detected = await request.app[CAPABILITIES].get()
+    hardware = detected.hardware
+    return web.json_response(
+        {
+            "version": __version__,
+            "ffmpeg_version": detected.ffmpeg_version,
+            "streamlink_version": None,  # m3u-editor asks; this proxy uses neither tool
+            "ytdlp_version": None,
+            "hardware_acceleration": {
+                "enabled": hardware.enabled,
+                "type": hardware.type,
+                "device": hardware.device,
+                "ffmpeg_args": list(hardware.ffmpeg_args),
+            },
+            "redis": {
+                "enabled": False,  # the embedded SQLite store; no Redis
+                "pooling_enabled": False,
+                "max_clients_per_stream": None,  # no per-stream viewer limit
+                "stream_timeout": config.clients.stream_timeout,
+                "sharing_strategy": SHARING_STRATEGY,
+            },
+            "transcoding": {"enabled": False, "profiles": []},
+            "configuration": {
+                "default_user_agent": config.upstream.user_agent,
+                "client_timeout": config.clients.client_timeout,
+                "stream_timeout": config.clients.stream_timeout,
+                "root_path": config.server.root_path,
+                "public_url": config.server.public_url or None,
+            },
+            "worker": {
+                "worker_id": f"{socket.gethostname()}:{os.getpid()}",
+                "multi_worker_mode": False,
+            },
+        }
+    )
+
+
+async def test_connection(request: web.Request) -> web.Response:
+    """GET the given URL once (5 s) and say whether an HTTP server answered.
+
+    ``success`` means the URL was reached and did not answer with a server error: a 4xx
+    still proves reachability (a resolver route that only takes POST answers GET with
+    405). Failing to reach it is a 200 with ``success: false``, not an error status.
+    """
+    body = await json_body(request)
+    url = check_url("url", body.get("url") if isinstance(body, dict) else None)
+    config = request.app[CONFIG].upstream
+    result = await probe(
+        request.app[SESSION], url, config.user_agent, TEST_SECONDS, config.max_redirects
+    )
+    if result.status is None:
+        success, message = False, f"could not reach the URL: {result.error}"
+    elif result.status >= 500:
+        success, message = False, f"the URL answered with a server error (HTTP {result.status})"
+    else:
+        success, message = True, f"connection successful (HTTP {result.status})"
+    answer: dict[str, Any] = {
+        "success": success,
+        "message": message,
+        "status_code": result.status,
+        "url_tested": url,
+    }
+    return web.json_response(answer)
