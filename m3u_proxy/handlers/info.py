@@ -41,12 +41,7 @@ async def info(request: web.Request) -> web.Response:
             "ffmpeg_version": detected.ffmpeg_version,
             "streamlink_version": None,  # m3u-editor asks; this proxy uses neither tool
             "ytdlp_version": None,
-            "hardware_acceleration": {
-                "enabled": hardware.enabled,
-                "type": hardware.type,
-                "device": hardware.device,
-                "ffmpeg_args": list(hardware.ffmpeg_args),
-            },
+            "hardware_acceleration": hardware.public(),
             "redis": {
                 "enabled": False,  # the embedded SQLite store; no Redis
                 "pooling_enabled": False,

@@ -1,39 +1,26 @@
-"""What the machine offers for transcoding: the ffmpeg version and hardware acceleration.
+"""What the machine offers for transcoding, found once: the ffmpeg version and acceleration.
 
-Both are detected once per process, the first time someone asks (``GET /info``), and
-never on the event loop itself: the ffmpeg probe is an awaited subprocess with a
-deadline. Hardware detection is a stub that reports none; the transcoding issue
-extends `detect_hardware` (VAAPI render nodes, NVIDIA, QSV) without touching callers.
+Both are detected the first time someone asks (``GET /info``) and never on the event
+loop itself: the version is an awaited subprocess with a deadline, the hardware
+probe (`hwaccel.detect`, which runs ``ffmpeg -encoders`` and reads ``/dev``) runs in
+a worker thread. Later callers share the first result.
 """
 
 import asyncio
 import contextlib
-import shutil
 
 import attrs
+
+from m3u_proxy.transcode.ffmpeg import ffmpeg_binary
+from m3u_proxy.transcode.hwaccel import HardwareAcceleration, detect, ffmpeg_encoders
 
 PROBE_SECONDS = 5.0
 
 
 @attrs.frozen
-class Hardware:
-    """A hardware encoder ffmpeg can use, in the shape m3u-editor reads."""
-
-    enabled: bool = False
-    type: str | None = None  # "vaapi", "nvenc", "qsv"
-    device: str | None = None  # e.g. /dev/dri/renderD128
-    ffmpeg_args: tuple[str, ...] = ()
-
-
-@attrs.frozen
 class Detected:
     ffmpeg_version: str | None  # None: no ffmpeg on PATH (or it did not answer)
-    hardware: Hardware
-
-
-def detect_hardware() -> Hardware:
-    """No acceleration is detected yet: software encoding only."""
-    return Hardware()
+    hardware: HardwareAcceleration
 
 
 def parse_version(output: str) -> str | None:
@@ -44,14 +31,13 @@ def parse_version(output: str) -> str | None:
     return None
 
 
-async def ffmpeg_version(binary: str = "ffmpeg") -> str | None:
-    """The version of ``binary`` on PATH, or None when it is missing or does not answer."""
-    path = shutil.which(binary)
-    if path is None:
+async def ffmpeg_version(binary: str | None) -> str | None:
+    """The version of ffmpeg at ``binary``; None when it is missing or does not answer."""
+    if binary is None:
         return None
     try:
         process = await asyncio.create_subprocess_exec(
-            path,
+            binary,
             "-version",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -69,16 +55,21 @@ async def ffmpeg_version(binary: str = "ffmpeg") -> str | None:
     return parse_version(out.decode("utf-8", "replace"))
 
 
+def _hardware(binary: str | None) -> HardwareAcceleration:
+    """Blocking; none without ffmpeg (there is nothing to accelerate)."""
+    return detect(ffmpeg_encoders(binary)) if binary is not None else HardwareAcceleration()
+
+
 class Capabilities:
     """Detection, run once on first use and shared by every later request."""
 
-    def __init__(self, ffmpeg_binary: str = "ffmpeg") -> None:
-        self.ffmpeg_binary = ffmpeg_binary
+    def __init__(self, binary: str | None = None, *, look_up: bool = True) -> None:
+        self.binary = binary if binary is not None or not look_up else ffmpeg_binary()
         self._task: asyncio.Task[Detected] | None = None
 
     async def _detect(self) -> Detected:
-        version = await ffmpeg_version(self.ffmpeg_binary)
-        hardware = await asyncio.to_thread(detect_hardware)  # may read /dev and sysfs
+        version = await ffmpeg_version(self.binary)
+        hardware = await asyncio.to_thread(_hardware, self.binary)
         return Detected(version, hardware)
 
     async def get(self) -> Detected:
