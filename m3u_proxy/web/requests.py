@@ -130,7 +130,10 @@ def public_base(request: web.Request) -> str:
     """Scheme and host for absolute URLs: config, else trusted X-Forwarded-*, else Host."""
     configured = request.app[CONFIG].server.public_url
     if configured:
-        return configured
+        # m3u-editor's M3U_PROXY_PUBLIC_URL (the same variable name as ours) ends with
+        # the sub-path its nginx serves the proxy under: root_path must not be doubled.
+        root = request.app[CONFIG].server.root_path
+        return configured[: -len(root)] if root and configured.endswith(root) else configured
     scheme, host = request.scheme, request.host
     if _trusted(request.remote, request.app[NETWORKS]):
         scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()

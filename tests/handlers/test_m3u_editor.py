@@ -5,7 +5,8 @@ application/json`` and ``X-API-Token``, integers and booleans inside ``metadata`
 own flags (``strict_live_ts``, silence detection, ...) and ``active_only=1``; it reads
 fields without a guard, so a missing field or a date it cannot parse breaks its pages.
 These tests replay its calls as the issue (#14) lists them and read every field it reads.
-Events, the failover resolver and its stream flags are in ``test_m3u_editor_streams``.
+Its webhook registration, the events, the failover resolver and its stream flags are
+in ``test_m3u_editor_streams``.
 """
 
 import asyncio
@@ -23,7 +24,6 @@ from m3u_proxy.config import DEFAULT_USER_AGENT
 from m3u_proxy.transcode.ffmpeg import ffmpeg_binary
 from m3u_proxy.transcode.hwaccel import detect, ffmpeg_encoders
 from tests.conftest import ProxyFactory
-from tests.handlers.test_webhooks import Receiver
 from tests.providers import TS_PACKET, Provider
 
 Client = TestClient[Any, Any]
@@ -387,40 +387,3 @@ async def until_clients(proxy: Client, count: int) -> None:
         # No change notification in the API: poll like the editor's monitor does.
         while (await call(proxy, "GET", "/clients"))["total_clients"] != count:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-
-
-class TestWebhookRegistration:
-    async def _register_like_the_editor(self, proxy: Client, url: str) -> int:
-        """RegisterM3uProxyWebhook: look it up, delete it (JSON body) if there, POST it."""
-        hooks = (await call(proxy, "GET", "/webhooks"))["webhooks"]
-        if any(hook["url"] == url for hook in hooks):
-            await call(proxy, "DELETE", "/webhooks", json={"webhook_url": url})
-        body = {"url": url, "events": EDITOR_EVENTS, "timeout": 5, "retry_attempts": 2}
-        resp = await proxy.post("/webhooks", json=body, headers=HEADERS)
-        return resp.status
-
-    async def test_boot_twice_leaves_one_webhook(self, editor_proxy: Client) -> None:
-        """The registration run twice (and a plain re-POST) never leaves a duplicate."""
-        async with Receiver() as receiver:
-            url = receiver.url("editor")
-            assert await self._register_like_the_editor(editor_proxy, url) == 201
-            assert await self._register_like_the_editor(editor_proxy, url) == 201
-            body = {"url": url, "events": EDITOR_EVENTS, "timeout": 5, "retry_attempts": 2}
-            await call(editor_proxy, "POST", "/webhooks", 200, json=body)
-            hooks = (await call(editor_proxy, "GET", "/webhooks"))["webhooks"]
-            assert [hook["url"] for hook in hooks] == [url]
-            assert hooks[0]["events"] == EDITOR_EVENTS
-            assert hooks[0]["timeout"] == 5
-            assert hooks[0]["retry_attempts"] == 2
-
-    async def test_delete_by_body_or_query(self, editor_proxy: Client) -> None:
-        """DELETE /webhooks takes the URL as a JSON body or a query; unknown is a 404,
-        neither is a 422."""
-        url = "http://127.0.0.1:9/hook"
-        await call(editor_proxy, "POST", "/webhooks", 201, json={"url": url})
-        await call(editor_proxy, "DELETE", "/webhooks", json={"webhook_url": url})
-        await call(editor_proxy, "DELETE", "/webhooks", 404, json={"webhook_url": url})
-        await call(editor_proxy, "POST", "/webhooks", 201, json={"url": url})
-        await call(editor_proxy, "DELETE", "/webhooks", params={"webhook_url": url})
-        await call(editor_proxy, "DELETE", "/webhooks", 422)
-        await call(editor_proxy, "DELETE", "/webhooks", 422, json={"url": url})

@@ -1,6 +1,7 @@
-"""m3u-editor's streams at play: its events, its failover resolver and its stream flags.
+"""m3u-editor's streams at play: its webhook, events, failover resolver and stream flags.
 
-The editor counts provider connections and decrements its counter on ``stream_stopped``
+The editor registers its webhook at boot and every 5 minutes, and counts provider
+connections and decrements its counter on ``stream_stopped``
 (``data.metadata.provider_profile_id``), so every way a stream ends must send one. Its
 resolver is POSTed ``{current_url, metadata, current_failover_index, status_code,
 reason}`` and answers ``{"next_url": url|null}`` or 400. ``strict_live_ts`` and
@@ -38,6 +39,11 @@ LIVE_PLAYLIST = (
 
 
 @pytest.fixture
+async def editor_proxy(proxy_factory: ProxyFactory) -> Client:
+    return await proxy_factory(auth={"api_token": TOKEN})
+
+
+@pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     async with Receiver() as running:
         yield running
@@ -72,6 +78,43 @@ def hls_media(folder: Path) -> Path:
     (folder / "index.m3u8").write_text(LIVE_PLAYLIST.format(seq=0) + "#EXT-X-ENDLIST\n")
     (folder / "seg0.ts").write_bytes(ts_packets(0, 0, 50))
     return folder
+
+
+class TestWebhookRegistration:
+    async def _register_like_the_editor(self, proxy: Client, url: str) -> int:
+        """RegisterM3uProxyWebhook: look it up, delete it (JSON body) if there, POST it."""
+        hooks = (await call(proxy, "GET", "/webhooks"))["webhooks"]
+        if any(hook["url"] == url for hook in hooks):
+            await call(proxy, "DELETE", "/webhooks", json={"webhook_url": url})
+        body = {"url": url, "events": EDITOR_EVENTS, "timeout": 5, "retry_attempts": 2}
+        resp = await proxy.post("/webhooks", json=body, headers=HEADERS)
+        return resp.status
+
+    async def test_boot_twice_leaves_one_webhook(self, editor_proxy: Client) -> None:
+        """The registration run twice (and a plain re-POST) never leaves a duplicate."""
+        async with Receiver() as receiver:
+            url = receiver.url("editor")
+            assert await self._register_like_the_editor(editor_proxy, url) == 201
+            assert await self._register_like_the_editor(editor_proxy, url) == 201
+            body = {"url": url, "events": EDITOR_EVENTS, "timeout": 5, "retry_attempts": 2}
+            await call(editor_proxy, "POST", "/webhooks", 200, json=body)
+            hooks = (await call(editor_proxy, "GET", "/webhooks"))["webhooks"]
+            assert [hook["url"] for hook in hooks] == [url]
+            assert hooks[0]["events"] == EDITOR_EVENTS
+            assert hooks[0]["timeout"] == 5
+            assert hooks[0]["retry_attempts"] == 2
+
+    async def test_delete_by_body_or_query(self, editor_proxy: Client) -> None:
+        """DELETE /webhooks takes the URL as a JSON body or a query; unknown is a 404,
+        neither is a 422."""
+        url = "http://127.0.0.1:9/hook"
+        await call(editor_proxy, "POST", "/webhooks", 201, json={"url": url})
+        await call(editor_proxy, "DELETE", "/webhooks", json={"webhook_url": url})
+        await call(editor_proxy, "DELETE", "/webhooks", 404, json={"webhook_url": url})
+        await call(editor_proxy, "POST", "/webhooks", 201, json={"url": url})
+        await call(editor_proxy, "DELETE", "/webhooks", params={"webhook_url": url})
+        await call(editor_proxy, "DELETE", "/webhooks", 422)
+        await call(editor_proxy, "DELETE", "/webhooks", 422, json={"url": url})
 
 
 class TestStreamStopped:
@@ -340,3 +383,16 @@ class TestRootPath:
         health = await call(proxy, "GET", "/m3u-proxy/health")
         assert health["status"] == "healthy"
         assert (await call(proxy, "GET", "/m3u-proxy/info"))["version"]
+
+    async def test_public_url_with_the_prefix_is_not_doubled(
+        self, proxy_factory: ProxyFactory, provider: Provider
+    ) -> None:
+        """The editor's M3U_PROXY_PUBLIC_URL ends with /m3u-proxy; exported URLs carry
+        the prefix once."""
+        proxy = await proxy_factory(
+            server={"root_path": "/m3u-proxy", "public_url": "https://tv.example/m3u-proxy"}
+        )
+        stream_id = await register(proxy, editor_body(provider.url("/live/p.ts")))
+        exported = await (await proxy.get("/m3u-proxy/playlist.m3u")).text()
+        assert f"https://tv.example/m3u-proxy/stream/{stream_id}" in exported
+        assert "/m3u-proxy/m3u-proxy" not in exported
