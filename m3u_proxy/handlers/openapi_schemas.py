@@ -32,7 +32,9 @@ HTTP_URL: Schema = {
     "description": "an absolute http:// or https:// URL with a host",
 }
 HEADERS_IN: Schema = {
-    "type": ["object", "null"],
+    # An empty array too: PHP clients (m3u-editor) encode an empty map as [].
+    "type": ["object", "null", "array"],
+    "maxItems": 0,
     "additionalProperties": {"type": "string", "description": "no CR, LF or NUL"},
     "description": "extra upstream request headers; a CR/LF/NUL in a value is a 422",
 }
@@ -134,7 +136,8 @@ def _stream_registration() -> Schema:
             "user_agent": {"type": ["string", "null"], "description": "no CR, LF or NUL"},
             "headers": HEADERS_IN,
             "metadata": {
-                "type": ["object", "null"],
+                "type": ["object", "null", "array"],
+                "maxItems": 0,
                 "additionalProperties": scalar,
                 "description": "flat; values are stored as strings, nested values are a 422",
             },

@@ -149,8 +149,14 @@ def check_header_value(field: str, value: Any) -> str:
     return value
 
 
+def _empty(value: Any) -> bool:
+    """Absent, null, or ``[]``: PHP's json_encode writes an empty array (m3u-editor's
+    headers and metadata when it has none) as ``[]``, never ``{}``."""
+    return value is None or (isinstance(value, list) and not value)
+
+
 def check_headers(field: str, value: Any) -> dict[str, str]:
-    if value is None:
+    if _empty(value):
         return {}
     if not isinstance(value, dict):
         raise ValidationFailed(field, "must be an object of string values")
@@ -167,7 +173,7 @@ def check_headers(field: str, value: Any) -> dict[str, str]:
 
 def check_metadata(field: str, value: Any) -> dict[str, str]:
     """Flat object; scalars are kept as strings (API.md), nested values are refused."""
-    if value is None:
+    if _empty(value):
         return {}
     if not isinstance(value, dict):
         raise ValidationFailed(field, "must be a flat object")

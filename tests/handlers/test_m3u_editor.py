@@ -169,6 +169,18 @@ class TestRegistration:
         )
         assert "strict_live_ts" in bad["detail"]
 
+    async def test_php_empty_arrays(self, editor_proxy: Client, provider: Provider) -> None:
+        """PHP encodes an empty map as []: headers and metadata given so are empty, and a
+        webhook's headers too; a non-empty list is still a 422."""
+        body = {"url": provider.url("/live/e.ts"), "headers": [], "metadata": []}
+        stream_id = await register(editor_proxy, body)
+        stream = (await call(editor_proxy, "GET", f"/streams/{stream_id}"))["stream"]
+        assert stream["headers"] == []
+        assert stream["metadata"] == {}
+        hook = {"url": "http://127.0.0.1:9/hook", "headers": []}
+        assert (await call(editor_proxy, "POST", "/webhooks", 201, json=hook))["header_names"] == []
+        await call(editor_proxy, "POST", "/streams", 422, json={**body, "headers": ["X-A: b"]})
+
 
 class TestStreamMonitor:
     async def test_streams_and_clients_fields(
