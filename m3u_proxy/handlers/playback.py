@@ -50,6 +50,10 @@ class StopRequested(Exception):
     """Raised inside the reader when the stream was deleted."""
 
 
+class PlayerGone(Exception):
+    """A write to the player failed: the player left, which says nothing of the provider."""
+
+
 def content_type_for(url: str, live: bool) -> str:
     path = urlsplit(url).path.lower()
     ext = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
@@ -240,7 +244,7 @@ class Pump:
         """Copy one source to the player until it ends; say why it ended (None: done).
 
         This is the hot path: one read, one optional splice, one write and two integer
-        additions per chunk. Errors of the player's socket propagate to the caller.
+        additions per chunk. Errors of the player's socket propagate as `PlayerGone`.
         """
         read, size = source.response.content.read, self.config.upstream.chunk_size
         splicer = self.splicer
@@ -251,25 +255,27 @@ class Pump:
             if chunk:
                 self.chain.delivered()
             while chunk:
-                if splicer is not None:
-                    head, data = splicer.feed(chunk)
-                    if head:
-                        self.writing = True
-                        await write(head)
-                        self.sent += PACKET
-                        client.bytes_served += PACKET
-                else:
-                    data = chunk
+                head, data = splicer.feed(chunk) if splicer is not None else (b"", chunk)
                 # Drop the reference before the next await: a player waiting for its
                 # provider must not pin the last chunk.
                 chunk = b""
-                if data:
-                    sent = len(data)
-                    self.writing = True
-                    await write(data)
-                    data = b""
-                    self.sent += sent
-                    client.bytes_served += sent
+                self.writing = True
+                # The player's socket errors are caught apart from the provider's
+                # (aiohttp's ClientConnectionResetError is both a ConnectionError and a
+                # ClientConnectionError): a player leaving is no provider failure.
+                try:
+                    if head:
+                        await write(head)
+                        self.sent += PACKET
+                        client.bytes_served += PACKET
+                    if data:
+                        sent = len(data)
+                        await write(data)
+                        data = b""
+                        self.sent += sent
+                        client.bytes_served += sent
+                except ConnectionError as exc:
+                    raise PlayerGone from exc
                 self.writing = False
                 chunk = await read(size)
         except SwitchRequested:
@@ -387,7 +393,7 @@ class Pump:
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()
             return response
-        except ConnectionError:
+        except (ConnectionError, PlayerGone):
             return response  # the player went away; the finally closes the provider
         finally:
             self.runtime.pumps.discard(self)

@@ -3,15 +3,19 @@
 import asyncio
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from m3u_proxy.app import create_app
 from m3u_proxy.events.bus import Event
-from m3u_proxy.keys import EVENTS
-from tests.conftest import ProxyFactory, until
+from m3u_proxy.keys import EVENTS, TRACKER
+from m3u_proxy.streams.failover import COOLDOWNS
+from tests.conftest import ProxyFactory, free_port, make_config, until
 from tests.providers import TS_PACKET, Provider, decode_stream, vod_bytes
 
 Client = TestClient[Any, Any]
@@ -304,6 +308,49 @@ class TestFailover:
         assert len(provider.requests_to("/eof/c.ts")) == 1
         first.close()
         second.close()
+
+
+class TestPlayerLeaves:
+    async def test_a_vanished_player_is_not_a_provider_failure(
+        self, tmp_path: Path, provider: Provider
+    ) -> None:
+        """A player that disappears mid-stream while handlers are not cancelled (aiohttp's
+        default for a bare create_app) costs no provider error, no cooldown, no event."""
+        app = create_app(make_config(tmp_path))
+        events: list[Event] = []
+        app[EVENTS].subscribe(events.append)
+        runner = web.AppRunner(app, handler_cancellation=False)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        base = f"http://127.0.0.1:{port}"
+        primary = provider.url("/live/gone.ts?id=1&rate=2000000")
+        try:
+            async with aiohttp.ClientSession() as session:
+                body = {"url": primary, "failover_urls": [provider.url("/live/b.ts?id=2")]}
+                async with session.post(f"{base}/streams", json=body) as created:
+                    sid = (await created.json())["stream_id"]
+                resp = await session.get(f"{base}/stream/{sid}")
+                await read_exactly(resp, TS_PACKET * 50)
+                resp.close()
+
+                async def gone() -> bool:
+                    async with session.get(f"{base}/stats") as got:
+                        stats = await got.json()
+                    return bool(stats["active_clients"] == 0 and not stats["upstream_connections"])
+
+                await until(gone)
+                async with session.get(f"{base}/streams/{sid}") as got:
+                    stat = (await got.json())["stream"]
+        finally:
+            await runner.cleanup()
+        assert stat["error_count"] == 0
+        assert stat["current_failover_index"] == -1
+        assert not app[TRACKER].provider_errors
+        assert not app[COOLDOWNS].cooling(primary)
+        assert not {e["event_type"] for e in events} & {"failover_triggered", "stream_failed"}
+        assert len(provider.requests_to("/live/gone.ts")) == 1
+        assert not provider.requests_to("/live/b.ts")
 
 
 class TestDeadChainMidStream:
