@@ -10,8 +10,8 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from m3u_proxy.clock import utc_now
 from m3u_proxy.logs import get_logger
-from m3u_proxy.streams.registry import utc_now
 
 EVENT_TYPES = (
     "stream_started",

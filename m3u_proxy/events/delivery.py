@@ -21,10 +21,10 @@ import attrs
 from multidict import CIMultiDict
 
 from m3u_proxy import __version__
+from m3u_proxy.clock import utc_now
 from m3u_proxy.events.bus import EVENT_TYPES, Event
 from m3u_proxy.logs import get_logger, redact_text, redact_url
 from m3u_proxy.store.sqlite import Doc
-from m3u_proxy.streams.registry import utc_now
 
 SIGNATURE_HEADER = "X-M3U-Proxy-Signature"
 BACKOFF_FIRST = 0.5  # seconds before the first retry; doubled for each further one

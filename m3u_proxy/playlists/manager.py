@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import aiohttp
 
+from m3u_proxy.clock import utc_now
 from m3u_proxy.config import UpstreamConfig
 from m3u_proxy.errors import ApiError, BadRequest, NotFound, ValidationFailed
 from m3u_proxy.events.bus import Event, EventBus
@@ -30,7 +31,7 @@ from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
 from m3u_proxy.playlists.plan import ImportPlan, plan_import, summarise_skipped
 from m3u_proxy.playlists.spec import PlaylistSpec
 from m3u_proxy.store.sqlite import Store
-from m3u_proxy.streams.registry import Registry, utc_now
+from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
 
 KIND = "playlist"

@@ -17,10 +17,11 @@ import aiohttp
 import attrs
 from aiohttp import web
 
+from m3u_proxy.clock import utc_now
 from m3u_proxy.errors import UpstreamFailed, ValidationFailed
 from m3u_proxy.keys import CONFIG, EVENTS, SESSION, TRACKER
 from m3u_proxy.logs import get_logger, redact_url
-from m3u_proxy.streams.registry import StreamDefinition, check_url, utc_now
+from m3u_proxy.streams.registry import StreamDefinition, check_url
 from m3u_proxy.streams.tracking import StreamRuntime
 
 log = get_logger(__name__)

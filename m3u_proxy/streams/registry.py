@@ -9,12 +9,12 @@ each change to the `Store` before the API answers.
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import attrs
 
+from m3u_proxy.clock import utc_now
 from m3u_proxy.errors import ValidationFailed
 from m3u_proxy.store.sqlite import Doc, Store
 
@@ -36,10 +36,6 @@ SILENCE_FIELDS: dict[str, type] = {
 
 _VOD_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv")
 _VOD_PATH_MARKERS = ("/movie/", "/movies/", "/series/", "/vod/")
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def stream_id_for(url: str) -> str:

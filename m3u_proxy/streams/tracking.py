@@ -16,9 +16,10 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
+from m3u_proxy.clock import utc_now
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.logs import redact_url
-from m3u_proxy.streams.registry import StreamDefinition, utc_now
+from m3u_proxy.streams.registry import StreamDefinition
 
 BANDWIDTH_WINDOW = 5  # samples of one second each
 ClientKind = Literal["direct", "hls"]
