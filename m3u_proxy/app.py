@@ -3,7 +3,9 @@
 One aiohttp application serves both sides: players in, provider connections out.
 Shared objects live under the AppKeys of `m3u_proxy.keys`; resources that need the
 running loop (the store, the upstream session, background tasks) are opened and closed
-by ``cleanup_ctx`` entries, in order.
+by ``cleanup_ctx`` entries, in order. The stop sequence belongs to the app too: live
+streams end at ``on_shutdown``, and `create_runner` serves it with handler cancellation
+and the configured grace period, so the CLI only parses and runs.
 """
 
 import asyncio
@@ -23,6 +25,7 @@ from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import (
     CONFIG,
     EVENTS,
+    IN_FLIGHT,
     NETWORKS,
     REGISTRY,
     SESSION,
@@ -31,7 +34,7 @@ from m3u_proxy.keys import (
     STORE,
     TRACKER,
 )
-from m3u_proxy.process.lifecycle import end_tracking
+from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.routes import add_routes
 from m3u_proxy.store.sqlite import SqliteStore, Store
 from m3u_proxy.streams.failover import COOLDOWNS, Cooldowns
@@ -87,6 +90,57 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
         await sampler
 
 
+async def _end_tracking(app: web.Application) -> None:
+    """``on_shutdown``, before the streams end: every viewer leaves with reason ``shutdown``.
+
+    So each active stream's ``stream_stopped`` (and each ``client_disconnected``) is
+    emitted now, carrying the stream's metadata, while the webhooks can still deliver it:
+    m3u-editor decrements its provider connection counter on ``stream_stopped``. HLS
+    viewers have no running request to end them, so without this they would never leave.
+    """
+    tracker, registry = app[TRACKER], app[REGISTRY]
+    for client in list(tracker.clients.values()):
+        tracker.disconnect(client, registry.get(client.stream_id), reason="shutdown")
+
+
+async def _end_live_streams(app: web.Application) -> None:
+    """``on_shutdown``: end every live pump now, so its player sees a clean end of body.
+
+    A live stream never finishes on its own, so waiting ``shutdown_timeout`` for it only
+    delays the restart. VOD transfers keep their grace period (they do finish, and a
+    player resumes a cut download with Range anyway); whatever is still running when the
+    timeout expires is cancelled and closes its provider socket in ``finally``.
+    """
+    for runtime in list(app[TRACKER].streams.values()):
+        for pump in list(runtime.pumps):
+            # PumpControl does not expose the kind; playback's Pump has ``live``.
+            if getattr(pump, "live", True):
+                pump.stop()
+
+
+def create_runner(app: web.Application) -> web.AppRunner:
+    """The runner that serves ``app``: a handler is cancelled when its client leaves
+    (its ``finally`` closes the provider socket at once) and a stop waits at most
+    ``shutdown_timeout`` seconds for running requests."""
+    return web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=app[CONFIG].server.shutdown_timeout,
+        access_log=None,
+        # aiohttp's default keeps a silent keep-alive connection for an hour.
+        keepalive_timeout=75,
+    )
+
+
+def begin_stop(app: web.Application) -> tuple[int, asyncio.TimerHandle]:
+    """The stop began: how many clients are connected, and the handle of the deadline
+    that cancels whatever still runs ``shutdown_timeout`` seconds from now."""
+    deadline = asyncio.get_running_loop().call_later(
+        app[CONFIG].server.shutdown_timeout, app[IN_FLIGHT].cancel_remaining
+    )
+    return len(app[TRACKER].clients), deadline
+
+
 def create_app(config: Config, store: Store | None = None) -> web.Application:
     """Build the server. ``store`` overrides the SQLite store (tests, other backends)."""
     app = web.Application(
@@ -112,7 +166,10 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[STICKY] = StickyPlaylists()
     app[metrics.METRICS] = metrics.Metrics(app)
     app.on_response_prepare.append(metrics.observe_prepared)
-    app.on_shutdown.append(end_tracking)  # first: its stream_stopped events still go out
+    app[IN_FLIGHT] = InFlight()
+    app.on_response_prepare.append(app[IN_FLIGHT].track)
+    app.on_shutdown.append(_end_tracking)  # first: its stream_stopped events still go out
+    app.on_shutdown.append(_end_live_streams)
     app.cleanup_ctx.extend(
         [
             _store_ctx(store),

@@ -20,17 +20,14 @@ from typing import Any
 from aiohttp import web
 
 from m3u_proxy import __version__
-from m3u_proxy.app import create_app
+from m3u_proxy.app import begin_stop, create_app, create_runner
 from m3u_proxy.config import Config, load_config
 from m3u_proxy.errors import ConfigError, StoreError
-from m3u_proxy.keys import TRACKER
 from m3u_proxy.logs import configure_logging, get_logger
 from m3u_proxy.process.allocator import tune_allocator
 from m3u_proxy.process.lifecycle import (
-    InFlight,
     Notifier,
     StartupError,
-    end_live_streams,
     listen_error,
     prepare_data_dir,
 )
@@ -101,7 +98,7 @@ async def serve(config: Config, loop_name: str, notifier: Notifier) -> None:
 
     The stop sequence is aiohttp's: close the listening socket, run ``on_shutdown``
     (live streams end at once), give the remaining requests ``shutdown_timeout``
-    seconds, cancel what is left (`InFlight` keeps that deadline), then run
+    seconds, cancel what is left (`begin_stop` sets that deadline), then run
     ``cleanup_ctx`` (upstream session, then the store, which is closed last).
     """
     log = get_logger("m3u_proxy")
@@ -118,17 +115,7 @@ async def serve(config: Config, loop_name: str, notifier: Notifier) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         app = create_app(config)
-        app.on_shutdown.append(end_live_streams)
-        in_flight = InFlight()
-        app.on_response_prepare.append(in_flight.track)
-        runner = web.AppRunner(
-            app,
-            handler_cancellation=True,
-            shutdown_timeout=config.server.shutdown_timeout,
-            access_log=None,
-            # aiohttp's default keeps a silent keep-alive connection for an hour.
-            keepalive_timeout=75,
-        )
+        runner = create_runner(app)
         notifier.status(f"Opening the registry in {config.storage.data_dir}")
         await runner.setup()
         deadline: asyncio.TimerHandle | None = None
@@ -153,7 +140,7 @@ async def serve(config: Config, loop_name: str, notifier: Notifier) -> None:
             watchdog = asyncio.create_task(notifier.keep_watchdog())
             await stop.wait()
             watchdog.cancel()
-            active = len(app[TRACKER].clients)
+            active, deadline = begin_stop(app)
             log.info(
                 "server_stopping",
                 signal=received[0],
@@ -161,7 +148,6 @@ async def serve(config: Config, loop_name: str, notifier: Notifier) -> None:
                 shutdown_timeout=config.server.shutdown_timeout,
             )
             notifier.stopping(f"Stopping ({received[0]}): ending {active} active client(s)")
-            deadline = loop.call_later(config.server.shutdown_timeout, in_flight.cancel_remaining)
         finally:
             await runner.cleanup()
             if deadline is not None:

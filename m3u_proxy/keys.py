@@ -8,6 +8,7 @@ from aiohttp import web
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.playlists.manager import PlaylistManager
+from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.store.sqlite import Store
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
@@ -25,3 +26,4 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 NETWORKS = web.AppKey("trusted_networks", list[Network])
 STARTED = web.AppKey("started_monotonic", float)
 PLAYLIST_MANAGER = web.AppKey("playlist_manager", PlaylistManager)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)

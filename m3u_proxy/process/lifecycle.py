@@ -6,9 +6,8 @@ means the Linux abstract namespace), see sd_notify(3). Without the variable it d
 nothing, so the same binary runs under systemd (``Type=notify``), Docker or a shell.
 
 `prepare_data_dir` turns an unusable data directory into one clear sentence before any
-socket is opened, `end_live_streams` is the ``on_shutdown`` hook that lets live
-players see a clean end of body at once instead of waiting out ``shutdown_timeout``,
-and `InFlight` holds the stop to that timeout for whatever is still running.
+socket is opened, and `InFlight` holds the stop to ``shutdown_timeout`` for whatever is
+still running.
 """
 
 import asyncio
@@ -22,7 +21,6 @@ from typing import Any
 
 from aiohttp import web
 
-from m3u_proxy.keys import REGISTRY, TRACKER
 from m3u_proxy.logs import get_logger
 
 log = get_logger(__name__)
@@ -124,34 +122,6 @@ def listen_error(host: str, port: int, exc: OSError) -> StartupError:
     else:
         reason = os.strerror(exc.errno)
     return StartupError(f"cannot listen on {host}:{port}: {reason}")
-
-
-async def end_live_streams(app: web.Application) -> None:
-    """``on_shutdown``: end every live pump now, so its player sees a clean end of body.
-
-    A live stream never finishes on its own, so waiting ``shutdown_timeout`` for it only
-    delays the restart. VOD transfers keep their grace period (they do finish, and a
-    player resumes a cut download with Range anyway); whatever is still running when the
-    timeout expires is cancelled by aiohttp and closes its provider socket in ``finally``.
-    """
-    for runtime in list(app[TRACKER].streams.values()):
-        for pump in list(runtime.pumps):
-            # PumpControl does not expose the kind; playback's Pump has ``live``.
-            if getattr(pump, "live", True):
-                pump.stop()
-
-
-async def end_tracking(app: web.Application) -> None:
-    """``on_shutdown``, before the streams end: every viewer leaves with reason ``shutdown``.
-
-    So each active stream's ``stream_stopped`` (and each ``client_disconnected``) is
-    emitted now, carrying the stream's metadata, while the webhooks can still deliver it:
-    m3u-editor decrements its provider connection counter on ``stream_stopped``. HLS
-    viewers have no running request to end them, so without this they would never leave.
-    """
-    tracker, registry = app[TRACKER], app[REGISTRY]
-    for client in list(tracker.clients.values()):
-        tracker.disconnect(client, registry.get(client.stream_id), reason="shutdown")
 
 
 class InFlight:
