@@ -33,6 +33,7 @@ from m3u_proxy.keys import (
     STARTED,
     STORE,
     TRACKER,
+    UPSTREAM,
 )
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.routes import add_routes
@@ -41,7 +42,7 @@ from m3u_proxy.streams.failover import COOLDOWNS, Cooldowns
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker, run_sampler
 from m3u_proxy.tokens import Signer, new_secret
-from m3u_proxy.upstream import build_session
+from m3u_proxy.upstream import Upstream, build_session
 from m3u_proxy.web import middlewares
 from m3u_proxy.web.requests import parse_networks
 
@@ -75,6 +76,7 @@ def _store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SESSION] = build_session(app[CONFIG].upstream)
+    app[UPSTREAM] = Upstream(app[SESSION], app[CONFIG].upstream)
     yield
     await app[SESSION].close()
 

@@ -13,6 +13,7 @@ from m3u_proxy.store.sqlite import Store
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
 from m3u_proxy.tokens import Signer
+from m3u_proxy.upstream import Upstream
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -23,6 +24,7 @@ EVENTS = web.AppKey("events", EventBus)
 TRACKER = web.AppKey("tracker", Tracker)
 SIGNER = web.AppKey("signer", Signer)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+UPSTREAM = web.AppKey("upstream", Upstream)
 NETWORKS = web.AppKey("trusted_networks", list[Network])
 STARTED = web.AppKey("started_monotonic", float)
 PLAYLIST_MANAGER = web.AppKey("playlist_manager", PlaylistManager)

@@ -1,25 +1,64 @@
-"""The one place that talks to providers: the pooled session and the request helper.
+"""The one place that talks to providers: the pooled session, headers, timeouts, errors.
 
-Every provider request (stream bytes, HLS playlists, keys, segments, the failover
-resolver, the ``/test-connection`` `probe`) goes through `build_session` and
-`upstream_headers`, so the stream's User-Agent and headers are injected in exactly one
-place. The session has no total timeout (a live stream never ends); ``sock_connect``
-bounds connecting and ``sock_read`` is the stall detector: aiohttp re-arms it on every
-received packet and suspends it while reading is paused by a slow client, so it
-measures provider silence.
+Every provider request (stream bytes, HLS playlists, keys, segments, imported M3U
+playlists, the failover resolver, the ``/test-connection`` `probe`) goes through here,
+so the caller's User-Agent and headers are injected in exactly one place and aiohttp's
+exceptions become a `Failure` with a reason in exactly one place (`upstream_failures`). The session has no
+total timeout (a live stream never ends); ``sock_connect`` bounds connecting and
+``sock_read`` is the stall detector: aiohttp re-arms it on every received packet and
+suspends it while reading is paused by a slow client, so it measures provider silence.
 """
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 import aiohttp
 import attrs
+from aiohttp.client import _RequestContextManager
 
 from m3u_proxy.config import UpstreamConfig
 from m3u_proxy.logs import redact_text
-from m3u_proxy.streams.registry import StreamDefinition
 
 # Passed through to the player when the provider sends them.
 PASS_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Last-Modified", "ETag")
+
+
+class Identity(Protocol):
+    """Who a request is made for: a stream definition, an imported playlist's source."""
+
+    @property
+    def user_agent(self) -> str | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+@attrs.frozen
+class Failure(Exception):
+    """Why one provider request or connection did not give (more) usable bytes."""
+
+    reason: str  # connect_error, timeout, http_status, stall, reset, eof, manual
+    status: int | None = None
+    detail: str = ""
+
+    @property
+    def retry_same(self) -> bool:
+        """Connect errors and resets get a quick retry of the same URL (issue #3)."""
+        return self.reason in ("connect_error", "reset", "eof")
+
+
+@contextlib.contextmanager
+def upstream_failures() -> Iterator[None]:
+    """Turn aiohttp's exceptions for one provider request into a `Failure` with a reason."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise Failure("timeout", detail="provider did not answer in time") from exc
+    except aiohttp.TooManyRedirects as exc:
+        raise Failure("http_status", exc.status, "too many redirects") from exc
+    except aiohttp.ClientError as exc:
+        raise Failure("connect_error", detail=type(exc).__name__) from exc
 
 
 def build_session(config: UpstreamConfig) -> aiohttp.ClientSession:
@@ -44,18 +83,24 @@ def build_session(config: UpstreamConfig) -> aiohttp.ClientSession:
 
 
 def upstream_headers(
-    definition: StreamDefinition, default_user_agent: str, extra: Mapping[str, str] | None = None
+    identity: Identity, default_user_agent: str, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """Headers for a provider request: the stream's UA and headers win over defaults."""
+    """Headers for a provider request: the caller's UA and headers win over defaults."""
     headers = {
-        "User-Agent": definition.user_agent or default_user_agent,
+        "User-Agent": identity.user_agent or default_user_agent,
         # Bytes must reach the player exactly as the provider sent them.
         "Accept-Encoding": "identity",
     }
-    headers.update(definition.headers)
+    headers.update(identity.headers)
     if extra:
         headers.update(extra)
     return headers
+
+
+def request_timeout(config: UpstreamConfig, stall: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=config.connect_timeout, sock_read=stall or config.stall_timeout
+    )
 
 
 class TooLarge(Exception):
@@ -82,10 +127,54 @@ async def read_whole(content: aiohttp.StreamReader, limit: int) -> bytes:
         parts.append(chunk)
 
 
-def request_timeout(config: UpstreamConfig, stall: float | None) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(
-        total=None, sock_connect=config.connect_timeout, sock_read=stall or config.stall_timeout
-    )
+class Upstream:
+    """Requests to providers over the shared session, with the configured limits."""
+
+    def __init__(self, session: aiohttp.ClientSession, config: UpstreamConfig) -> None:
+        self.session = session
+        self.config = config
+
+    def get(
+        self,
+        url: str,
+        identity: Identity,
+        *,
+        extra: Mapping[str, str] | None = None,
+        stall: float | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> _RequestContextManager:
+        """A GET for ``identity`` (await it, or ``async with`` it); aiohttp's errors
+        pass through, for callers that map the body's errors too (`upstream_failures`)."""
+        return self.session.get(
+            url,
+            headers=upstream_headers(identity, self.config.user_agent, extra),
+            timeout=timeout or request_timeout(self.config, stall),
+            max_redirects=self.config.max_redirects,
+        )
+
+    async def open(
+        self,
+        url: str,
+        identity: Identity,
+        *,
+        extra: Mapping[str, str] | None = None,
+        stall: float | None = None,
+    ) -> aiohttp.ClientResponse:
+        """The provider's response (headers read, body not); problems raise `Failure`."""
+        with upstream_failures():
+            return await self.get(url, identity, extra=extra, stall=stall)
+
+    async def post_json(self, url: str, body: Mapping[str, Any]) -> tuple[int, Any]:
+        """POST ``body`` as JSON within connect + stall timeout: (status, decoded answer).
+
+        aiohttp's errors, timeouts and an undecodable answer (`ValueError`) propagate.
+        """
+        config = self.config
+        timeout = aiohttp.ClientTimeout(total=config.connect_timeout + config.stall_timeout)
+        async with self.session.post(url, json=body, timeout=timeout) as resp:
+            if not 200 <= resp.status < 300:
+                return resp.status, None
+            return resp.status, await resp.json(content_type=None)
 
 
 @attrs.frozen

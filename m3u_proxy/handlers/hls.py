@@ -20,11 +20,11 @@ from m3u_proxy.handlers.playback import check_playback_token, failed_to_start
 from m3u_proxy.hls.cache import Fetched, SharedFetches
 from m3u_proxy.hls.rewrite import UriKind, looks_like_playlist, playlist_info, rewrite_playlist
 from m3u_proxy.hls.sticky import StickyPlaylists
-from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, TRACKER
-from m3u_proxy.streams.failover import Chain, Failure, upstream_failures
+from m3u_proxy.keys import CONFIG, REGISTRY, SIGNER, TRACKER, UPSTREAM
+from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import ClientState
-from m3u_proxy.upstream import TooLarge, read_whole, request_timeout, upstream_headers
+from m3u_proxy.upstream import Failure, TooLarge, read_whole, upstream_failures
 from m3u_proxy.web.requests import client_ip
 
 HLS_CACHE = web.AppKey("hls_cache", SharedFetches)
@@ -81,17 +81,13 @@ async def _fetch(
     limit: int,
 ) -> Fetched:
     """One upstream GET, read whole (up to ``limit``); failures raise `Failure`."""
-    config = request.app[CONFIG].upstream
     extra = {"Range": range_header} if range_header else None
     runtime = request.app[TRACKER].runtime(definition.stream_id)
     runtime.upstream_connections += 1
     try:
         with upstream_failures():
-            async with request.app[SESSION].get(
-                url,
-                headers=upstream_headers(definition, config.user_agent, extra),
-                timeout=request_timeout(config, definition.stall),
-                max_redirects=config.max_redirects,
+            async with request.app[UPSTREAM].get(
+                url, definition, extra=extra, stall=definition.stall
             ) as resp:
                 if resp.content_length is not None and resp.content_length > limit:
                     raise Failure("too_large", resp.status, "upstream answer too large to share")
@@ -250,10 +246,8 @@ async def _stream_through(
     config = request.app[CONFIG].upstream
     extra = {"Range": request.headers["Range"]} if "Range" in request.headers else None
     try:
-        upstream = await request.app[SESSION].get(
-            url,
-            headers=upstream_headers(definition, config.user_agent, extra),
-            timeout=request_timeout(config, definition.stall),
+        upstream = await request.app[UPSTREAM].get(
+            url, definition, extra=extra, stall=definition.stall
         )
     except (aiohttp.ClientError, TimeoutError) as exc:
         return _upstream_error(Failure("connect_error", detail=type(exc).__name__))

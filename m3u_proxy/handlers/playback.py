@@ -28,13 +28,13 @@ from m3u_proxy.errors import (
     UpstreamFailed,
     UpstreamTimedOut,
 )
-from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, SESSION, SIGNER, TRACKER
+from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, SIGNER, TRACKER, UPSTREAM
 from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.mpegts.align import PACKET, TsSplicer
-from m3u_proxy.streams.failover import Chain, Failure, upstream_failures
+from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import ClientState, StreamRuntime
-from m3u_proxy.upstream import PASS_HEADERS, request_timeout, upstream_headers
+from m3u_proxy.upstream import PASS_HEADERS, Failure
 from m3u_proxy.web.requests import client_ip, playback_path
 
 log = get_logger(__name__)
@@ -104,7 +104,7 @@ class Pump:
     ) -> None:
         self.request = request
         self.config: Config = request.app[CONFIG]
-        self.session = request.app[SESSION]
+        self.upstream = request.app[UPSTREAM]
         self.definition = definition
         self.runtime = runtime
         self.chain = Chain(request.app, definition, runtime)
@@ -133,15 +133,9 @@ class Pump:
             extra["Range"] = f"bytes={offset}-{end}"
         elif self.client_range:
             extra["Range"] = self.client_range
-        headers = upstream_headers(self.definition, self.config.upstream.user_agent, extra)
-        timeout = request_timeout(self.config.upstream, self.definition.stall)
-        with upstream_failures():
-            response = await self.session.get(
-                url,
-                headers=headers,
-                timeout=timeout,
-                max_redirects=self.config.upstream.max_redirects,
-            )
+        response = await self.upstream.open(
+            url, self.definition, extra=extra, stall=self.definition.stall
+        )
         if response.status == 416 and self.client_range and not offset:
             # The player asked past the end: every mirror would say the same.
             content_range = response.headers.get("Content-Range", "")

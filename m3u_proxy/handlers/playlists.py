@@ -15,11 +15,11 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from m3u_proxy.keys import CONFIG, EVENTS, PLAYLIST_MANAGER, REGISTRY, SESSION, STORE, TRACKER
+from m3u_proxy.keys import CONFIG, EVENTS, PLAYLIST_MANAGER, REGISTRY, STORE, TRACKER, UPSTREAM
 from m3u_proxy.playlists.m3u import M3UEntry, entry_group, render_m3u
 from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
-from m3u_proxy.playlists.spec import Source, parse_spec
+from m3u_proxy.playlists.spec import PlaylistSource, parse_spec
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.web.requests import json_body, playback_path, public_base
 
@@ -33,8 +33,7 @@ async def playlists_ctx(app: web.Application) -> AsyncIterator[None]:
         registry=app[REGISTRY],
         tracker=app[TRACKER],
         events=app[EVENTS],
-        session=app[SESSION],
-        upstream=app[CONFIG].upstream,
+        upstream=app[UPSTREAM],
     )
     await manager.load()
     app[PLAYLIST_MANAGER] = manager
@@ -52,7 +51,7 @@ def _export_url(request: web.Request, playlist_id: str) -> str:
     return f"{public_base(request)}{root}/playlists/{playlist_id}.m3u"
 
 
-def _source(source: Source) -> dict[str, Any]:
+def _source(source: PlaylistSource) -> dict[str, Any]:
     return {
         "url": source.url,
         "source": "url" if source.url is not None else "content",

@@ -19,10 +19,7 @@ import functools
 import time
 from collections.abc import Iterable
 
-import aiohttp
-
 from m3u_proxy.clock import utc_now
-from m3u_proxy.config import UpstreamConfig
 from m3u_proxy.errors import ApiError, BadRequest, NotFound, ValidationFailed
 from m3u_proxy.events.bus import Event, EventBus
 from m3u_proxy.logs import get_logger
@@ -33,6 +30,7 @@ from m3u_proxy.playlists.spec import PlaylistSpec
 from m3u_proxy.store.sqlite import Store
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
+from m3u_proxy.upstream import Upstream
 
 KIND = "playlist"
 SAVE_BATCH = 2000  # definitions per transaction: bounds each event-loop stall to ~20 ms
@@ -49,11 +47,10 @@ class PlaylistManager:
         registry: Registry,
         tracker: Tracker,
         events: EventBus,
-        session: aiohttp.ClientSession,
-        upstream: UpstreamConfig,
+        upstream: Upstream,
     ) -> None:
         self._store, self._registry, self._tracker = store, registry, tracker
-        self._events, self._session, self._upstream = events, session, upstream
+        self._events, self._upstream = events, upstream
         self.playlists: dict[str, Playlist] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -108,7 +105,7 @@ class PlaylistManager:
             return await self._apply(playlist.spec, playlist, phase)
 
     async def _plan(self, spec: PlaylistSpec) -> ImportPlan:
-        fetch = functools.partial(fetch_playlist, self._session, self._upstream)
+        fetch = functools.partial(fetch_playlist, self._upstream)
         bodies = [await fetch(spec.source, "url")]
         for i, source in enumerate(spec.failover):
             bodies.append(await fetch(source, f"failover_playlists[{i}]"))

@@ -23,17 +23,17 @@ from m3u_proxy.playlists.m3u import (
     parse_m3u,
 )
 from m3u_proxy.playlists.m3u import normalise_name as normalise
-from m3u_proxy.playlists.spec import PlaylistSpec, Source
+from m3u_proxy.playlists.spec import PlaylistSource, PlaylistSpec
 from m3u_proxy.store.sqlite import Doc
 from m3u_proxy.streams.registry import StreamDefinition, check_url, stream_id_for
 
 MAX_SKIPPED = 100  # skipped lines reported in full; the rest are only counted
 MAX_SKIPPED_TEXT = 200
-MAX_PLAYLIST_BYTES = 128 * 1_048_576
+MAX_M3U_BYTES = 128 * 1_048_576
 
 
 @attrs.frozen
-class Fetched:
+class PlaylistBody:
     """A playlist body as the provider sent it; decoded on the worker thread."""
 
     raw: bytes
@@ -44,15 +44,15 @@ class Fetched:
 def _inflate(raw: bytes) -> bytes:
     inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib header
     try:
-        out = inflater.decompress(raw, MAX_PLAYLIST_BYTES + 1)
+        out = inflater.decompress(raw, MAX_M3U_BYTES + 1)
     except zlib.error as exc:
         raise UpstreamFailed(f"the playlist cannot be decompressed ({exc})") from exc
-    if len(out) > MAX_PLAYLIST_BYTES:
-        raise UpstreamFailed(f"the playlist is larger than {MAX_PLAYLIST_BYTES} bytes")
+    if len(out) > MAX_M3U_BYTES:
+        raise UpstreamFailed(f"the playlist is larger than {MAX_M3U_BYTES} bytes")
     return out
 
 
-def decode_playlist(body: Fetched) -> str:
+def decode_playlist(body: PlaylistBody) -> str:
     """Text of a fetched playlist: gunzipped when needed, UTF-8 else the declared charset."""
     raw = body.raw
     # The session does not decompress (auto_decompress=False), and .m3u.gz files often
@@ -140,7 +140,7 @@ def _merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[st
 
 
 def entry_definition(
-    entry: M3UEntry, playlist_id: str, source: Source, failover_urls: list[str]
+    entry: M3UEntry, playlist_id: str, source: PlaylistSource, failover_urls: list[str]
 ) -> StreamDefinition:
     """The stream an entry becomes; raises `ValidationFailed` for an unusable URL."""
     url = check_url("url", entry.url)
@@ -261,7 +261,7 @@ def summarise_skipped(skipped: Iterable[Skipped], count: int) -> str:
 
 
 def plan_import(
-    spec: PlaylistSpec, bodies: list[str | Fetched], existing: dict[str, StreamDefinition]
+    spec: PlaylistSpec, bodies: list[str | PlaylistBody], existing: dict[str, StreamDefinition]
 ) -> ImportPlan:
     """Decode, parse and plan (on a worker thread: 50k entries take about a second)."""
     texts = [body if isinstance(body, str) else decode_playlist(body) for body in bodies]

@@ -22,7 +22,7 @@ MAX_FAILOVER_PLAYLISTS = 10
 
 
 @attrs.frozen
-class Source:
+class PlaylistSource:
     """Where a playlist comes from: a URL fetched with its own UA/headers, or inline text."""
 
     url: str | None = None
@@ -39,7 +39,7 @@ class Source:
         }
 
     @classmethod
-    def from_doc(cls, doc: Doc) -> "Source":
+    def from_doc(cls, doc: Doc) -> "PlaylistSource":
         return cls(
             doc.get("url"), doc.get("content"), doc.get("user_agent"), doc.get("headers", {})
         )
@@ -50,9 +50,9 @@ class PlaylistSpec:
     """A validated ``POST /playlists`` body."""
 
     name: str
-    source: Source
+    source: PlaylistSource
     refresh_interval: float | None = None
-    failover: tuple[Source, ...] = ()
+    failover: tuple[PlaylistSource, ...] = ()
 
     @property
     def playlist_id(self) -> str:
@@ -72,20 +72,20 @@ class PlaylistSpec:
     def from_doc(cls, doc: Doc) -> "PlaylistSpec":
         return cls(
             name=doc["name"],
-            source=Source.from_doc(doc["source"]),
+            source=PlaylistSource.from_doc(doc["source"]),
             refresh_interval=doc.get("refresh_interval"),
-            failover=tuple(Source.from_doc(item) for item in doc.get("failover", ())),
+            failover=tuple(PlaylistSource.from_doc(item) for item in doc.get("failover", ())),
         )
 
 
-def _parse_source(prefix: str, value: Any, *, allow_string: bool) -> Source:
+def _parse_source(prefix: str, value: Any, *, allow_string: bool) -> PlaylistSource:
     """One playlist source; ``prefix`` names where it sits in the body ("" = top level)."""
 
     def name(key: str) -> str:
         return f"{prefix}.{key}" if prefix else key
 
     if allow_string and isinstance(value, str):
-        return Source(url=check_url(prefix, value))
+        return PlaylistSource(url=check_url(prefix, value))
     if not isinstance(value, dict):
         raise ValidationFailed(prefix or "body", "must be an object with url or content")
     # A key that is present counts, even as null: exactly one of the two (OpenAPI oneOf).
@@ -99,7 +99,7 @@ def _parse_source(prefix: str, value: Any, *, allow_string: bool) -> Source:
     user_agent = value.get("user_agent")
     if user_agent is not None:
         user_agent = check_header_value(name("user_agent"), user_agent) or None
-    return Source(
+    return PlaylistSource(
         url=check_url(name("url"), value["url"]) if "url" in value else None,
         content=content,
         user_agent=user_agent,

@@ -8,49 +8,23 @@ seconds: other clients prefer the next URL instead of hammering it. The chain is
 bounded: once every URL has failed since the last byte was delivered, it ends.
 """
 
-import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import attrs
 from aiohttp import web
 
 from m3u_proxy.clock import utc_now
 from m3u_proxy.errors import UpstreamFailed, ValidationFailed
-from m3u_proxy.keys import CONFIG, EVENTS, SESSION, TRACKER
+from m3u_proxy.keys import CONFIG, EVENTS, TRACKER, UPSTREAM
 from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.streams.registry import StreamDefinition, check_url
 from m3u_proxy.streams.tracking import StreamRuntime
+from m3u_proxy.upstream import Failure
 
 log = get_logger(__name__)
 RETRY_WINDOW = 10.0  # seconds before the same URL earns another quick retry
-
-
-@attrs.frozen
-class Failure(Exception):
-    reason: str  # connect_error, timeout, http_status, stall, reset, eof, manual
-    status: int | None = None
-    detail: str = ""
-
-    @property
-    def retry_same(self) -> bool:
-        """Connect errors and resets get a quick retry of the same URL (issue #3)."""
-        return self.reason in ("connect_error", "reset", "eof")
-
-
-@contextlib.contextmanager
-def upstream_failures() -> Iterator[None]:
-    """Turn aiohttp's exceptions for one provider request into a `Failure` with a reason."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise Failure("timeout", detail="provider did not answer in time") from exc
-    except aiohttp.TooManyRedirects as exc:
-        raise Failure("http_status", exc.status, "too many redirects") from exc
-    except aiohttp.ClientError as exc:
-        raise Failure("connect_error", detail=type(exc).__name__) from exc
 
 
 class Cooldowns:
@@ -90,7 +64,6 @@ async def ask_resolver(
     url = definition.failover_resolver_url
     if url is None:
         return None
-    upstream = app[CONFIG].upstream
     body: Mapping[str, Any] = {
         "current_url": current_url,
         "metadata": dict(definition.metadata),
@@ -98,12 +71,8 @@ async def ask_resolver(
         "status_code": failure.status,
         "reason": failure.reason,
     }
-    timeout = aiohttp.ClientTimeout(total=upstream.connect_timeout + upstream.stall_timeout)
     try:
-        async with app[SESSION].post(url, json=body, timeout=timeout) as resp:
-            if not 200 <= resp.status < 300:
-                return None
-            answer = await resp.json(content_type=None)
+        _, answer = await app[UPSTREAM].post_json(url, body)
         return check_url("next_url", answer.get("next_url")) if isinstance(answer, dict) else None
     except (aiohttp.ClientError, TimeoutError, ValueError, ValidationFailed) as exc:
         log.warning("resolver_failed", stream_id=definition.stream_id, error=str(exc))

@@ -16,8 +16,8 @@ from yarl import URL
 from m3u_proxy.events.bus import Event
 from m3u_proxy.keys import EVENTS, REGISTRY
 from m3u_proxy.playlists.m3u import parse_m3u
-from m3u_proxy.playlists.plan import Fetched, build_import, decode_playlist
-from m3u_proxy.playlists.spec import PlaylistSpec, Source, parse_spec
+from m3u_proxy.playlists.plan import PlaylistBody, build_import, decode_playlist
+from m3u_proxy.playlists.spec import PlaylistSource, PlaylistSpec, parse_spec
 from tests.conftest import ProxyFactory, until
 from tests.media import make_ts_file, needs_ffmpeg, play
 from tests.providers import TS_PACKET, Provider, decode_stream
@@ -727,14 +727,14 @@ class TestBuild:
             '#EXTINF:-1 tvg-id="y",News\nhttp://b/name\n#EXTINF:-1 tvg-id="x",Other\nhttp://b/id\n'
             "#EXTINF:-1,SPORT\nhttp://b/sport\n#EXTINF:-1,Sport\nhttp://a/2\n"
         )
-        plan = build_import(PlaylistSpec("n", Source(content="x")), main, [backup], {})
+        plan = build_import(PlaylistSpec("n", PlaylistSource(content="x")), main, [backup], {})
         by_url = {d.url: list(d.failover_urls) for d in plan.created}
         assert by_url == {"http://a/1": ["http://b/id"], "http://a/2": ["http://b/sport"]}
 
     def test_duplicate_urls_share_a_stream(self) -> None:
         """Two entries with one URL are two channels of one stream."""
         main = parse_m3u("#EXTINF:-1,A\nhttp://a/1\n#EXTINF:-1,B\nhttp://a/1\n")
-        plan = build_import(PlaylistSpec("n", Source(content="x")), main, [], {})
+        plan = build_import(PlaylistSpec("n", PlaylistSource(content="x")), main, [], {})
         assert len(plan.channels) == 2
         assert len(plan.created) == 1
         assert plan.created[0].metadata["title"] == "A"
@@ -742,9 +742,9 @@ class TestBuild:
     def test_decode_latin1_and_gzip_content_encoding(self) -> None:
         """Bodies are gunzipped by header or magic and decoded with the declared charset."""
         text = "#EXTINF:-1,Télé\nhttp://a/1\n"
-        assert decode_playlist(Fetched(text.encode("latin-1"), None, "iso-8859-1")) == text
-        assert decode_playlist(Fetched(gzip.compress(text.encode()), "gzip", None)) == text
-        assert decode_playlist(Fetched(text.encode(), None, None)) == text
+        assert decode_playlist(PlaylistBody(text.encode("latin-1"), None, "iso-8859-1")) == text
+        assert decode_playlist(PlaylistBody(gzip.compress(text.encode()), "gzip", None)) == text
+        assert decode_playlist(PlaylistBody(text.encode(), None, None)) == text
 
 
 def generated(count: int) -> str:
