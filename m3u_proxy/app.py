@@ -168,6 +168,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[STICKY] = StickyPlaylists()
     app[metrics.METRICS] = metrics.Metrics(app)
     app.on_response_prepare.append(metrics.observe_prepared)
+    app.on_response_prepare.append(middlewares.send_request_id)
     app[IN_FLIGHT] = InFlight()
     app.on_response_prepare.append(app[IN_FLIGHT].track)
     app.on_shutdown.append(_end_tracking)  # first: its stream_stopped events still go out

@@ -1,12 +1,15 @@
 """Structured logging: structlog set-up and redaction of provider credentials.
 
 One canonical line per request is written by the access-log middleware; everything
-else logs snake_case events with key=value data. Output is JSON when stdout is not a
+else logs snake_case events with key=value data. Every line logged while a request is
+handled carries its ``request_id`` (and ``stream_id``, ``client_id`` once known), bound
+with structlog's contextvars (`bind_context`). Output is JSON when stdout is not a
 TTY (journald, Docker) and a readable console format otherwise. Provider URLs carry
 credentials (``user:pass@``, ``?password=``, Xtream ``/live/<user>/<pass>/``); every
 string value that looks like a URL is redacted before it is rendered.
 """
 
+import contextlib
 import logging
 import re
 import sys
@@ -122,3 +125,17 @@ def configure_logging(
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def bind_context(**values: Any) -> None:
+    """Add ``values`` (``stream_id``, ``client_id``) to every later line of this task.
+
+    Each request runs in its own asyncio task with its own context, so what a handler
+    binds stays with that request (and tasks it starts) and ends with it.
+    """
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def bound_context(**values: Any) -> contextlib.AbstractContextManager[None]:
+    """`bind_context` for a ``with`` block; the values are removed when it ends."""
+    return structlog.contextvars.bound_contextvars(**values)

@@ -21,6 +21,7 @@ from m3u_proxy.hls.cache import Fetched, SharedFetches
 from m3u_proxy.hls.rewrite import UriKind, looks_like_playlist, playlist_info, rewrite_playlist
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import CONFIG, REGISTRY, SIGNER, TRACKER, UPSTREAM
+from m3u_proxy.logs import bind_context
 from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import ClientState
@@ -56,13 +57,15 @@ def extension(url: str, letter: str) -> str:
 
 
 def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
-    return request.app[TRACKER].hls_client(
+    client = request.app[TRACKER].hls_client(
         definition,
         client_id=request.query.get("client_id"),
         ip_address=client_ip(request),
         user_agent=request.headers.get("User-Agent", ""),
         username=request.query.get("username") or request.headers.get("X-Username"),
     )
+    bind_context(client_id=client.client_id)
+    return client
 
 
 def _definition(request: web.Request) -> StreamDefinition:
@@ -70,6 +73,7 @@ def _definition(request: web.Request) -> StreamDefinition:
     definition = request.app[REGISTRY].get(stream_id)
     if definition is None:
         raise NotFound(f"stream {stream_id} is not registered")
+    bind_context(stream_id=stream_id)
     return definition
 
 

@@ -29,7 +29,7 @@ from m3u_proxy.errors import (
     UpstreamTimedOut,
 )
 from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, SIGNER, TRACKER, UPSTREAM
-from m3u_proxy.logs import get_logger, redact_url
+from m3u_proxy.logs import bind_context, get_logger, redact_url
 from m3u_proxy.mpegts.align import PACKET, TsSplicer
 from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
@@ -425,6 +425,7 @@ async def play(request: web.Request) -> web.StreamResponse:
     definition = request.app[REGISTRY].get(stream_id)
     if definition is None:
         raise NotFound(f"stream {stream_id} is not registered")
+    bind_context(stream_id=stream_id)
     check_playback_token(request, stream_id)
     tracker = request.app[TRACKER]
     runtime = tracker.runtime(stream_id)
@@ -449,6 +450,7 @@ async def play(request: web.Request) -> web.StreamResponse:
         username=request.query.get("username") or request.headers.get("X-Username"),
         kind="direct",
     )
+    bind_context(client_id=client.client_id)
     try:
         return await pump.serve(client)
     finally:

@@ -1,12 +1,18 @@
 """Middlewares: the canonical request log line, error mapping and management auth.
 
-Order (outermost first): ``access_log`` sees the final status of everything,
-``errors`` turns domain errors and aiohttp's HTTP exceptions into ``{"detail": ...}``,
-``auth`` guards management routes with the API token.
+Order (outermost first): ``access_log`` gives the request its id and sees the final
+status of everything, ``errors`` turns domain errors and aiohttp's HTTP exceptions into
+``{"detail": ...}``, ``auth`` guards management routes with the API token.
+
+The request id is bound to every log line of the request (structlog contextvars) and
+sent back as ``X-Request-ID``; an incoming ``X-Request-ID`` is kept when a trusted
+proxy sent it and it looks like an id, so a line here matches the proxy's own log.
 """
 
 import asyncio
 import hmac
+import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,8 +20,8 @@ from aiohttp import web
 
 from m3u_proxy.errors import ApiError, Forbidden, Unauthorized
 from m3u_proxy.keys import CONFIG
-from m3u_proxy.logs import get_logger
-from m3u_proxy.web.requests import client_ip
+from m3u_proxy.logs import bound_context, get_logger
+from m3u_proxy.web.requests import client_ip, trusted_peer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = get_logger("m3u_proxy.access")
@@ -24,6 +30,24 @@ errlog = get_logger("m3u_proxy.errors")
 # Routes reachable without the management token (API.md "Auth").
 _OPEN_PREFIXES = ("/stream/", "/hls/")
 _OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID = web.RequestKey("request_id", str)
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_for(request: web.Request) -> str:
+    """A trusted proxy's sane ``X-Request-ID``, else a new random id."""
+    given = request.headers.get(REQUEST_ID_HEADER)
+    if given is not None and _SANE_ID.fullmatch(given) and trusted_peer(request):
+        return given
+    return secrets.token_hex(8)
+
+
+async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer (streams, errors, redirects) names its id."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
 
 
 def json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -46,6 +70,12 @@ def is_management(request: web.Request) -> bool:
 
 @web.middleware
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request[REQUEST_ID] = request_id_for(request)
+    with bound_context(request_id=request_id):
+        return await _logged(request, handler)
+
+
+async def _logged(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
     sent = 0

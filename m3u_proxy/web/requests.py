@@ -26,6 +26,11 @@ def _trusted(address: str | None, networks: list[Network]) -> bool:
     return any(ip in net for net in networks)
 
 
+def trusted_peer(request: web.Request) -> bool:
+    """The direct peer is one of the ``trusted_proxies``."""
+    return _trusted(request.remote, request.app[NETWORKS])
+
+
 def client_ip(request: web.Request) -> str:
     """The viewer's address; X-Forwarded-For counts only when the peer is a trusted proxy.
 
