@@ -3,10 +3,11 @@
 Every provider request (stream bytes, HLS playlists, keys, segments, imported M3U
 playlists, the failover resolver, the ``/test-connection`` `probe`) goes through here,
 so the caller's User-Agent and headers are injected in exactly one place and aiohttp's
-exceptions become a `Failure` with a reason in exactly one place (`upstream_failures`). The session has no
-total timeout (a live stream never ends); ``sock_connect`` bounds connecting and
-``sock_read`` is the stall detector: aiohttp re-arms it on every received packet and
-suspends it while reading is paused by a slow client, so it measures provider silence.
+exceptions become a `Failure` with a reason in exactly one place (`upstream_failures`).
+The session has no total timeout (a live stream never ends); ``sock_connect`` bounds
+connecting and ``sock_read`` is the stall detector: aiohttp re-arms it on every received
+packet and suspends it while reading is paused by a slow client, so it measures provider
+silence.
 """
 
 import contextlib

@@ -34,9 +34,9 @@ from schemathesis import checks
 from schemathesis.core import NotSet
 
 from m3u_proxy.app import create_app
+from m3u_proxy.checks import check_url
 from m3u_proxy.errors import ValidationFailed
 from m3u_proxy.handlers.openapi import document
-from m3u_proxy.streams.registry import check_url
 from tests.conftest import make_config
 from tests.providers import Provider, ts_packets
 

@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from m3u_proxy import __version__
+from m3u_proxy.checks import check_url
 from m3u_proxy.keys import CONFIG, SESSION
-from m3u_proxy.streams.registry import check_url
 from m3u_proxy.transcode.capabilities import Capabilities
 from m3u_proxy.upstream import probe
 from m3u_proxy.web.requests import json_body

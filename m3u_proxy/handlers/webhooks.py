@@ -19,12 +19,12 @@ import aiohttp
 import attrs
 from aiohttp import web
 
+from m3u_proxy.checks import check_headers, check_url
 from m3u_proxy.errors import NotFound, ValidationFailed
 from m3u_proxy.events.bus import EVENT_TYPES, Event, envelope
 from m3u_proxy.events.delivery import Counts, Delivery, Outbox, Webhook, encode, send_once
 from m3u_proxy.keys import CONFIG, EVENTS, SESSION, STORE
 from m3u_proxy.store.sqlite import Store
-from m3u_proxy.streams.registry import check_headers, check_url
 from m3u_proxy.web.requests import json_body, required_query
 
 KIND = "webhook"

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from m3u_proxy.checks import check_url
 from m3u_proxy.errors import UpstreamFailed, ValidationFailed
 from m3u_proxy.playlists.m3u import (
     M3UEntry,
@@ -25,7 +26,7 @@ from m3u_proxy.playlists.m3u import (
 from m3u_proxy.playlists.m3u import normalise_name as normalise
 from m3u_proxy.playlists.spec import PlaylistSource, PlaylistSpec
 from m3u_proxy.store.sqlite import Doc
-from m3u_proxy.streams.registry import StreamDefinition, check_url, stream_id_for
+from m3u_proxy.streams.registry import StreamDefinition, stream_id_for
 
 MAX_SKIPPED = 100  # skipped lines reported in full; the rest are only counted
 MAX_SKIPPED_TEXT = 200

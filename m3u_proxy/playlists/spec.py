@@ -11,9 +11,9 @@ from typing import Any
 
 import attrs
 
+from m3u_proxy.checks import check_header_value, check_headers, check_url
 from m3u_proxy.errors import ValidationFailed
 from m3u_proxy.store.sqlite import Doc
-from m3u_proxy.streams.registry import check_header_value, check_headers, check_url
 
 MAX_NAME = 200
 MIN_REFRESH = 1.0

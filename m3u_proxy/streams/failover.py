@@ -15,11 +15,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from m3u_proxy.checks import check_url
 from m3u_proxy.clock import utc_now
 from m3u_proxy.errors import UpstreamFailed, ValidationFailed
 from m3u_proxy.keys import CONFIG, EVENTS, TRACKER, UPSTREAM
 from m3u_proxy.logs import get_logger, redact_url
-from m3u_proxy.streams.registry import StreamDefinition, check_url
+from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import StreamRuntime
 from m3u_proxy.upstream import Failure
 
