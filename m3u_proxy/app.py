@@ -17,30 +17,40 @@ from aiohttp import web
 
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
-from m3u_proxy.handlers import info, metrics, webhooks
-from m3u_proxy.handlers.hls import HLS_CACHE, MAX_PLAYLIST_BYTES, PLAYLISTS, STICKY
+from m3u_proxy.events.webhooks import FLUSH_LIMIT, Webhooks
+from m3u_proxy.handlers import info, metrics
+from m3u_proxy.handlers.hls import MAX_PLAYLIST_BYTES
 from m3u_proxy.handlers.playlists import playlists_ctx
 from m3u_proxy.hls.cache import SharedFetches
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import (
     CONFIG,
+    COOLDOWNS,
     EVENTS,
+    FAILOVER,
+    HLS_CACHE,
     IN_FLIGHT,
     NETWORKS,
+    PLAYLISTS,
     REGISTRY,
     SESSION,
     SIGNER,
     STARTED,
+    STICKY,
     STORE,
     TRACKER,
     UPSTREAM,
+    WEBHOOKS,
 )
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.routes import add_routes
 from m3u_proxy.store.sqlite import SqliteStore, Store
-from m3u_proxy.streams.failover import COOLDOWNS, Cooldowns
+from m3u_proxy.streams.announce import StreamEvents
+from m3u_proxy.streams.counters import Counters
+from m3u_proxy.streams.failover import Cooldowns, Failover
 from m3u_proxy.streams.registry import Registry
-from m3u_proxy.streams.tracking import Tracker, run_sampler
+from m3u_proxy.streams.sampler import run_sampler
+from m3u_proxy.streams.tracking import Tracker
 from m3u_proxy.tokens import Signer, new_secret
 from m3u_proxy.upstream import Upstream, build_session
 from m3u_proxy.web import middlewares
@@ -76,7 +86,15 @@ def _store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SESSION] = build_session(app[CONFIG].upstream)
-    app[UPSTREAM] = Upstream(app[SESSION], app[CONFIG].upstream)
+    upstream = app[UPSTREAM] = Upstream(app[SESSION], app[CONFIG].upstream)
+    app[FAILOVER] = Failover(
+        cooldowns=app[COOLDOWNS],
+        upstream=upstream,
+        events=app[TRACKER].events,
+        counters=app[TRACKER].counters,
+        connect_retries=upstream.config.connect_retries,
+        max_resolver_hops=upstream.config.max_resolver_hops,
+    )
     yield
     await app[SESSION].close()
 
@@ -90,6 +108,18 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
+
+
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the webhooks, start their delivery tasks and subscribe them to the bus."""
+    hooks = Webhooks(app[STORE], app[SESSION], app[CONFIG].events.webhook_queue_size)
+    await hooks.load()
+    app[WEBHOOKS] = hooks
+    unsubscribe = app[EVENTS].subscribe(hooks.publish)
+    yield
+    unsubscribe()
+    await hooks.flush(min(app[CONFIG].server.shutdown_timeout, FLUSH_LIMIT))
+    await hooks.close()
 
 
 async def _end_tracking(app: web.Application) -> None:
@@ -113,11 +143,7 @@ async def _end_live_streams(app: web.Application) -> None:
     player resumes a cut download with Range anyway); whatever is still running when the
     timeout expires is cancelled and closes its provider socket in ``finally``.
     """
-    for runtime in list(app[TRACKER].streams.values()):
-        for pump in list(runtime.pumps):
-            # PumpControl does not expose the kind; playback's Pump has ``live``.
-            if getattr(pump, "live", True):
-                pump.stop()
+    app[TRACKER].stop_live_pumps()
 
 
 def create_runner(app: web.Application) -> web.AppRunner:
@@ -158,7 +184,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[STARTED] = time.monotonic()
     app[NETWORKS] = parse_networks(config.server.trusted_proxies)
     app[EVENTS] = EventBus()
-    app[TRACKER] = Tracker(app[EVENTS], config.clients.stream_timeout)
+    app[TRACKER] = Tracker(StreamEvents(app[EVENTS]), Counters(), config.clients.stream_timeout)
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
     hls_config = config.hls
     app[HLS_CACHE] = SharedFetches(
@@ -174,13 +200,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.on_shutdown.append(_end_tracking)  # first: its stream_stopped events still go out
     app.on_shutdown.append(_end_live_streams)
     app.cleanup_ctx.extend(
-        [
-            _store_ctx(store),
-            _session_ctx,
-            _background_ctx,
-            webhooks.webhooks_ctx,
-            info.capabilities_ctx,
-        ]
+        [_store_ctx(store), _session_ctx, _background_ctx, _webhooks_ctx, info.capabilities_ctx]
     )
     app.cleanup_ctx.append(playlists_ctx)  # playlists: after the store and the session
     add_routes(app)

@@ -7,9 +7,13 @@ from aiohttp import web
 
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
+from m3u_proxy.events.webhooks import Webhooks
+from m3u_proxy.hls.cache import SharedFetches
+from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.store.sqlite import Store
+from m3u_proxy.streams.failover import Cooldowns, Failover
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
 from m3u_proxy.tokens import Signer
@@ -29,3 +33,9 @@ NETWORKS = web.AppKey("trusted_networks", list[Network])
 STARTED = web.AppKey("started_monotonic", float)
 PLAYLIST_MANAGER = web.AppKey("playlist_manager", PlaylistManager)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
+HLS_CACHE = web.AppKey("hls_cache", SharedFetches)  # segments, keys, init maps
+PLAYLISTS = web.AppKey("hls_playlists", SharedFetches)  # HLS playlists, shared briefly
+STICKY = web.AppKey("hls_sticky", StickyPlaylists)  # use_sticky_session redirects
+COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
+FAILOVER = web.AppKey("failover", Failover)

@@ -16,21 +16,25 @@ import aiohttp
 from aiohttp import web
 
 from m3u_proxy.errors import NotFound, UpstreamFailed, UpstreamTimedOut
-from m3u_proxy.handlers.playback import check_playback_token, failed_to_start
-from m3u_proxy.hls.cache import Fetched, SharedFetches
+from m3u_proxy.handlers.playback import check_playback_token
+from m3u_proxy.hls.cache import Fetched
 from m3u_proxy.hls.rewrite import UriKind, looks_like_playlist, playlist_info, rewrite_playlist
-from m3u_proxy.hls.sticky import StickyPlaylists
-from m3u_proxy.keys import CONFIG, REGISTRY, SIGNER, TRACKER, UPSTREAM
+from m3u_proxy.keys import (
+    CONFIG,
+    FAILOVER,
+    HLS_CACHE,
+    PLAYLISTS,
+    REGISTRY,
+    SIGNER,
+    STICKY,
+    TRACKER,
+    UPSTREAM,
+)
 from m3u_proxy.logs import bind_context
-from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
-from m3u_proxy.streams.tracking import ClientState
+from m3u_proxy.streams.runtime import ClientState
 from m3u_proxy.upstream import Failure, TooLarge, read_whole, upstream_failures
-from m3u_proxy.web.requests import client_ip
-
-HLS_CACHE = web.AppKey("hls_cache", SharedFetches)
-PLAYLISTS = web.AppKey("hls_playlists", SharedFetches)
-STICKY = web.AppKey("hls_sticky", StickyPlaylists)
+from m3u_proxy.web.requests import player_of
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MAX_PLAYLIST_BYTES = 8 * 1024 * 1024
@@ -57,13 +61,7 @@ def extension(url: str, letter: str) -> str:
 
 
 def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
-    client = request.app[TRACKER].hls_client(
-        definition,
-        client_id=request.query.get("client_id"),
-        ip_address=client_ip(request),
-        user_agent=request.headers.get("User-Agent", ""),
-        username=request.query.get("username") or request.headers.get("X-Username"),
-    )
+    client = request.app[TRACKER].hls_client(definition, player_of(request))
     bind_context(client_id=client.client_id)
     return client
 
@@ -87,7 +85,7 @@ async def _fetch(
     """One upstream GET, read whole (up to ``limit``); failures raise `Failure`."""
     extra = {"Range": range_header} if range_header else None
     runtime = request.app[TRACKER].runtime(definition.stream_id)
-    runtime.upstream_connections += 1
+    runtime.open_upstream()
     try:
         with upstream_failures():
             async with request.app[UPSTREAM].get(
@@ -104,7 +102,7 @@ async def _fetch(
                 headers = {k: resp.headers[k] for k in _FORWARD if k in resp.headers}
                 return Fetched(resp.status, headers, body, str(resp.url))
     finally:
-        runtime.upstream_connections -= 1
+        runtime.close_upstream()
 
 
 async def _playlist_text(request: web.Request, definition: StreamDefinition, url: str) -> Fetched:
@@ -157,7 +155,7 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
     definition = _definition(request)
     check_playback_token(request, definition.stream_id)
     runtime = request.app[TRACKER].runtime(definition.stream_id)
-    chain = Chain(request.app, definition, runtime)
+    chain = request.app[FAILOVER].chain(definition, runtime)
     chain.start()
     sticky = request.app[STICKY] if definition.use_sticky_session else None
     while True:
@@ -172,7 +170,7 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
             if not await chain.advance(exc):
                 error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
                 failed = error(f"no provider in the chain gave a playlist ({exc.detail})")
-                failed_to_start(request, definition, runtime, failed)
+                request.app[TRACKER].start_failed(definition, failed.detail, failed.status)
                 raise failed from exc
     chain.delivered()
     if sticky is not None:

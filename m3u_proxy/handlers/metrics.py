@@ -22,10 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from m3u_proxy import __version__
 from m3u_proxy.events.delivery import Counts
-from m3u_proxy.handlers.hls import HLS_CACHE
-from m3u_proxy.handlers.stats import totals
-from m3u_proxy.handlers.webhooks import WEBHOOKS
-from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, TRACKER
+from m3u_proxy.keys import CONFIG, EVENTS, HLS_CACHE, REGISTRY, TRACKER, WEBHOOKS
 from m3u_proxy.web.middlewares import Handler, is_management, route_path
 
 ROUTE_KINDS = ("stream", "hls", "management", "other")
@@ -58,7 +55,7 @@ class ProxyCollector:
         )
         info.add_metric([__version__], 1)
         yield info
-        sums = totals(tracker)
+        sums = tracker.totals()
         yield _counter(
             "m3u_proxy_bytes_served", "Body bytes sent to players.", sums["total_bytes_served"]
         )
@@ -91,13 +88,13 @@ class ProxyCollector:
             "m3u_proxy_failovers",
             "Moves of a stream to another URL, by reason.",
             "reason",
-            dict(tracker.failovers_by_reason),
+            dict(tracker.counters.failovers_by_reason),
         )
         yield self._by_label(
             "m3u_proxy_provider_errors",
             "Failed provider requests and connections, by kind.",
             "kind",
-            dict(tracker.provider_errors),
+            dict(tracker.counters.provider_errors),
         )
         cache = app.get(HLS_CACHE)
         yield _counter(

@@ -10,7 +10,7 @@ from typing import Any
 
 from m3u_proxy.checks import MAX_URL_LENGTH
 from m3u_proxy.events.bus import EVENT_TYPES
-from m3u_proxy.handlers.webhooks import MAX_RETRIES, MAX_SECRET_LENGTH, MAX_TIMEOUT
+from m3u_proxy.events.webhooks import MAX_RETRIES, MAX_SECRET_LENGTH, MAX_TIMEOUT
 from m3u_proxy.playlists.spec import MAX_FAILOVER_PLAYLISTS, MAX_NAME, MAX_REFRESH, MIN_REFRESH
 from m3u_proxy.streams.registry import SILENCE_FIELDS, STREAM_TYPES
 

@@ -28,14 +28,13 @@ from m3u_proxy.errors import (
     UpstreamFailed,
     UpstreamTimedOut,
 )
-from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, SIGNER, TRACKER, UPSTREAM
+from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, SIGNER, TRACKER, UPSTREAM
 from m3u_proxy.logs import bind_context, get_logger, redact_url
 from m3u_proxy.mpegts.align import PACKET, TsSplicer
-from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
-from m3u_proxy.streams.tracking import ClientState, StreamRuntime
+from m3u_proxy.streams.runtime import ClientState, StreamRuntime
 from m3u_proxy.upstream import PASS_HEADERS, Failure
-from m3u_proxy.web.requests import client_ip, playback_path
+from m3u_proxy.web.requests import playback_path, player_of
 
 log = get_logger(__name__)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -107,7 +106,8 @@ class Pump:
         self.upstream = request.app[UPSTREAM]
         self.definition = definition
         self.runtime = runtime
-        self.chain = Chain(request.app, definition, runtime)
+        self.chain = request.app[FAILOVER].chain(definition, runtime)
+        self.events = request.app[TRACKER].events
         self.live = definition.kind != "vod" and runtime.detected_kind != "vod"
         self.client_range = None if self.live else request.headers.get("Range")
         self.source: Source | None = None
@@ -146,7 +146,7 @@ class Pump:
         if response.status >= 400 or response.status == 204:
             response.close()
             raise Failure("http_status", response.status, f"provider answered {response.status}")
-        self.runtime.upstream_connections += 1
+        self.runtime.open_upstream()
         return Source(index, response)
 
     def _close(self, source: Source | None) -> None:
@@ -154,7 +154,7 @@ class Pump:
         if source is not None and source.counted:
             source.counted = False
             source.close()
-            self.runtime.upstream_connections -= 1
+            self.runtime.close_upstream()
 
     async def _connect(self, failure: Failure | None, offset: int = 0) -> Source:
         """Walk the chain from the current URL until one answers.
@@ -314,15 +314,8 @@ class Pump:
                 # The whole chain is dead mid-stream: the player gets a clean end.
                 self.source = None
                 self.end_reason = "chain_exhausted"
-                self.request.app[EVENTS].emit(
-                    "stream_failed",
-                    self.definition.stream_id,
-                    {
-                        "reason": exc.detail or exc.reason,
-                        "status": exc.status,
-                        "client_id": self.client.client_id,
-                    },
-                    self.definition.metadata,
+                self.events.stream_failed(
+                    self.definition, exc.detail or exc.reason, exc.status, self.client.client_id
                 )
 
     def _offset(self) -> int:
@@ -365,7 +358,7 @@ class Pump:
         if auto and is_playlist(first.response):
             self._close(first)
             self.source = None
-            self.runtime.detected_kind = "hls"
+            self.runtime.learn_kind("hls")
             raise web.HTTPFound(playback_path(self.request, self.definition.stream_id, hls=True))
         self.first_start, self.total = first.start, first.total
         if first.length is not None:
@@ -397,28 +390,6 @@ class Pump:
             self._close(self.pending)
 
 
-def failed_to_start(
-    request: web.Request, definition: StreamDefinition, runtime: StreamRuntime, exc: UpstreamFailed
-) -> None:
-    """The chain was spent before a byte: ``stream_failed``, and ``stream_stopped`` when
-    nobody else watches, so a manager counting provider connections per stream (m3u-editor
-    decrements on ``stream_stopped``) releases the one it reserved for this stream."""
-    events = request.app[EVENTS]
-    events.emit(
-        "stream_failed",
-        definition.stream_id,
-        {"reason": exc.detail, "status": exc.status},
-        definition.metadata,
-    )
-    if not runtime.clients:
-        events.emit(
-            "stream_stopped",
-            definition.stream_id,
-            {"reason": "chain_exhausted"},
-            definition.metadata,
-        )
-
-
 async def play(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /stream/{stream_id}``."""
     stream_id = request.match_info["stream_id"]
@@ -439,17 +410,10 @@ async def play(request: web.Request) -> web.StreamResponse:
     try:
         await pump.start()
     except UpstreamFailed as exc:
-        runtime.error_count += 1
-        failed_to_start(request, definition, runtime, exc)
+        runtime.record_error()
+        tracker.start_failed(definition, exc.detail, exc.status)
         raise
-    client = tracker.connect(
-        definition,
-        client_id=request.query.get("client_id"),
-        ip_address=client_ip(request),
-        user_agent=request.headers.get("User-Agent", ""),
-        username=request.query.get("username") or request.headers.get("X-Username"),
-        kind="direct",
-    )
+    client = tracker.connect(definition, player_of(request), "direct")
     bind_context(client_id=client.client_id)
     try:
         return await pump.serve(client)

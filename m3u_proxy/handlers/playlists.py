@@ -21,6 +21,7 @@ from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
 from m3u_proxy.playlists.spec import PlaylistSource, parse_spec
 from m3u_proxy.streams.registry import StreamDefinition
+from m3u_proxy.streams.tracking import end_streams
 from m3u_proxy.web.requests import json_body, playback_path, public_base
 
 M3U_TYPE = "audio/x-mpegurl"
@@ -124,18 +125,13 @@ async def refresh_playlist(request: web.Request) -> web.Response:
 async def delete_playlist(request: web.Request) -> web.Response:
     playlist_id = request.match_info["playlist_id"]
     stream_ids = await request.app[PLAYLIST_MANAGER].remove(playlist_id)
-    gone = await request.app[REGISTRY].delete(stream_ids)
-    tracker = request.app[TRACKER]
-    for definition in gone:
-        # Only streams being played get events (via their clients): a 50k playlist
-        # must not flood webhooks with 50k stream_stopped.
-        runtime = tracker.streams.get(definition.stream_id)
-        if runtime is not None:
-            for pump in list(runtime.pumps):
-                pump.stop()
-            for client in list(runtime.clients.values()):
-                tracker.disconnect(client, definition, reason="playlist_deleted")
-            tracker.forget(definition.stream_id)
+    gone = await end_streams(
+        request.app[REGISTRY],
+        request.app[TRACKER],
+        stream_ids,
+        "playlist_deleted",
+        announce_idle=False,
+    )
     return web.json_response(
         {"message": f"playlist {playlist_id} deleted", "deleted_streams": len(gone)}
     )

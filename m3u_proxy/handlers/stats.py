@@ -10,7 +10,7 @@ from m3u_proxy.errors import NotFound
 from m3u_proxy.keys import CONFIG, REGISTRY, STARTED, TRACKER
 from m3u_proxy.streams.failover import chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
-from m3u_proxy.streams.tracking import StreamRuntime, Tracker
+from m3u_proxy.streams.runtime import StreamRuntime
 
 TYPE_NAMES = {"hls": "HLS", "vod": "VOD", "live": "Live Continuous"}
 
@@ -71,15 +71,6 @@ def uptime(request: web.Request) -> float:
     return round(time.monotonic() - request.app[STARTED], 3)
 
 
-def totals(tracker: Tracker) -> dict[str, int]:
-    live = tracker.clients.values()
-    return {
-        "total_bytes_served": tracker.bytes_departed + sum(c.bytes_served for c in live),
-        "total_segments_served": tracker.segments_departed + sum(c.segments_served for c in live),
-        "upstream_connections": sum(s.upstream_connections for s in tracker.streams.values()),
-    }
-
-
 async def health(request: web.Request) -> web.Response:
     tracker = request.app[TRACKER]
     active_streams, active_clients = tracker.active_streams(), len(tracker.clients)
@@ -95,7 +86,7 @@ async def health(request: web.Request) -> web.Response:
                 "active_streams": active_streams,
                 "active_clients": active_clients,
                 "total_clients": active_clients,
-                "total_bytes_served": totals(tracker)["total_bytes_served"],
+                "total_bytes_served": tracker.totals()["total_bytes_served"],
             },
         }
     )
@@ -111,8 +102,8 @@ async def stats(request: web.Request) -> web.Response:
             "active_streams": tracker.active_streams(),
             "total_clients": len(clients),
             "active_clients": len(clients),
-            **totals(tracker),
-            "failovers_total": tracker.failovers_total,
+            **tracker.totals(),
+            "failovers_total": tracker.counters.failovers_total,
             "uptime_seconds": uptime(request),
             "streams": streams,
             "clients": clients,

@@ -12,9 +12,9 @@ from aiohttp import web
 
 from m3u_proxy.errors import BadRequest, NotFound
 from m3u_proxy.handlers.stats import TYPE_NAMES, all_stream_stats, stream_stat
-from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, TRACKER
-from m3u_proxy.streams.failover import manual_failover
+from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, TRACKER
 from m3u_proxy.streams.registry import StreamDefinition, parse_definition
+from m3u_proxy.streams.tracking import end_streams
 from m3u_proxy.web.requests import json_body, playback_path, query_flag, required_query
 
 
@@ -50,19 +50,7 @@ async def delete_streams(
     request: web.Request, stream_ids: list[str], reason: str = "manual_deletion"
 ) -> list[StreamDefinition]:
     """Forget streams: persist first, then end their clients and emit stream_stopped."""
-    gone = await request.app[REGISTRY].delete(stream_ids)
-    tracker = request.app[TRACKER]
-    for definition in gone:
-        runtime = tracker.forget(definition.stream_id)
-        if runtime is not None:
-            for pump in list(runtime.pumps):
-                pump.stop()
-            for client in list(runtime.clients.values()):
-                tracker.disconnect(client, definition, reason=reason)
-        request.app[EVENTS].emit(
-            "stream_stopped", definition.stream_id, {"reason": reason}, definition.metadata
-        )
-    return gone
+    return await end_streams(request.app[REGISTRY], request.app[TRACKER], stream_ids, reason)
 
 
 async def create_stream(request: web.Request) -> web.Response:
@@ -104,7 +92,7 @@ async def trigger_failover(request: web.Request) -> web.Response:
         raise BadRequest("this stream has no failover URLs or resolver")
     tracker = request.app[TRACKER]
     runtime = tracker.runtime(definition.stream_id)
-    new_url = await manual_failover(request.app, definition, runtime)
+    new_url = await request.app[FAILOVER].manual(definition, runtime)
     return web.json_response(
         {
             "message": "failover triggered",

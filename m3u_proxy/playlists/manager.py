@@ -29,7 +29,7 @@ from m3u_proxy.playlists.plan import ImportPlan, plan_import, summarise_skipped
 from m3u_proxy.playlists.spec import PlaylistSpec
 from m3u_proxy.store.sqlite import Store
 from m3u_proxy.streams.registry import Registry
-from m3u_proxy.streams.tracking import Tracker
+from m3u_proxy.streams.tracking import Tracker, end_streams
 from m3u_proxy.upstream import Upstream
 
 KIND = "playlist"
@@ -182,10 +182,6 @@ class PlaylistManager:
 
     # -- retiring streams ----------------------------------------------------------------
 
-    def _playing(self, stream_id: str) -> bool:
-        runtime = self._tracker.streams.get(stream_id)
-        return runtime is not None and bool(runtime.clients)
-
     async def _retire(self, playlist_id: str, stream_ids: Iterable[str]) -> tuple[int, set[str]]:
         """Delete the idle ones of these streams: (how many, the ones still being played)."""
         idle: list[str] = []
@@ -195,10 +191,10 @@ class PlaylistManager:
             # Someone re-registered it (POST /streams) since: it is theirs now.
             if definition is None or definition.metadata.get("playlist_id") != playlist_id:
                 continue
-            (busy.add if self._playing(stream_id) else idle.append)(stream_id)
-        await self._registry.delete(idle)
-        for stream_id in idle:
-            self._tracker.forget(stream_id)
+            (busy.add if self._tracker.playing(stream_id) else idle.append)(stream_id)
+        await end_streams(
+            self._registry, self._tracker, idle, "playlist_refreshed", announce_idle=False
+        )
         return len(idle), busy
 
     async def sweep(self) -> None:

@@ -6,6 +6,9 @@ Order (API.md): primary, then ``failover_urls`` in order, then
 start on a working URL. A URL that just failed cools down for everybody for a few
 seconds: other clients prefer the next URL instead of hammering it. The chain is
 bounded: once every URL has failed since the last byte was delivered, it ends.
+
+`Failover` is what all chains share (cooldowns, the resolver, counters, events); it is
+built once by the app with its collaborators, and hands out one `Chain` per client.
 """
 
 import time
@@ -13,16 +16,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from m3u_proxy.checks import check_url
-from m3u_proxy.clock import utc_now
 from m3u_proxy.errors import UpstreamFailed, ValidationFailed
-from m3u_proxy.keys import CONFIG, EVENTS, TRACKER, UPSTREAM
-from m3u_proxy.logs import get_logger, redact_url
+from m3u_proxy.logs import get_logger
+from m3u_proxy.streams.announce import StreamEvents
+from m3u_proxy.streams.counters import Counters
 from m3u_proxy.streams.registry import StreamDefinition
-from m3u_proxy.streams.tracking import StreamRuntime
-from m3u_proxy.upstream import Failure
+from m3u_proxy.streams.runtime import StreamRuntime
+from m3u_proxy.upstream import Failure, Upstream
 
 log = get_logger(__name__)
 RETRY_WINDOW = 10.0  # seconds before the same URL earns another quick retry
@@ -47,78 +49,107 @@ class Cooldowns:
         return until is not None and until > time.monotonic()
 
 
-COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
-
-
 def chain_urls(definition: StreamDefinition, runtime: StreamRuntime) -> list[str]:
     return [*definition.urls, *runtime.resolved_urls]
 
 
-async def ask_resolver(
-    app: web.Application,
-    definition: StreamDefinition,
-    current_url: str,
-    index: int,
-    failure: Failure,
-) -> str | None:
-    """POST the resolver; a 2xx ``{"next_url": ...}`` continues, anything else ends."""
-    url = definition.failover_resolver_url
-    if url is None:
-        return None
-    body: Mapping[str, Any] = {
-        "current_url": current_url,
-        "metadata": dict(definition.metadata),
-        "current_failover_index": index - 1,
-        "status_code": failure.status,
-        "reason": failure.reason,
-    }
-    try:
-        _, answer = await app[UPSTREAM].post_json(url, body)
-        return check_url("next_url", answer.get("next_url")) if isinstance(answer, dict) else None
-    except (aiohttp.ClientError, TimeoutError, ValueError, ValidationFailed) as exc:
-        log.warning("resolver_failed", stream_id=definition.stream_id, error=str(exc))
-        return None
+class Failover:
+    """The stream-wide side of failover: cooldowns, resolver, moves, errors."""
 
+    def __init__(
+        self,
+        *,
+        cooldowns: Cooldowns,
+        upstream: Upstream,
+        events: StreamEvents,
+        counters: Counters,
+        connect_retries: int,
+        max_resolver_hops: int,
+    ) -> None:
+        self.cooldowns = cooldowns
+        self.upstream = upstream
+        self.events = events
+        self.counters = counters
+        self.connect_retries = connect_retries
+        self.max_resolver_hops = max_resolver_hops
 
-def record_move(
-    app: web.Application,
-    definition: StreamDefinition,
-    runtime: StreamRuntime,
-    *,
-    old_index: int,
-    new_index: int,
-    reason: str,
-) -> None:
-    """Publish a move of the stream's current URL: counters, event, log."""
-    urls = chain_urls(definition, runtime)
-    runtime.current_index = new_index
-    runtime.failover_attempts += 1
-    runtime.last_failover_time = utc_now()
-    app[TRACKER].failovers_total += 1
-    app[TRACKER].failovers_by_reason[reason] += 1
-    app[EVENTS].emit(
-        "failover_triggered",
-        definition.stream_id,
-        {
-            "old_url": redact_url(urls[old_index]),
-            "new_url": redact_url(urls[new_index]),
-            "failover_index": new_index - 1,
-            "reason": reason,
-        },
-        definition.metadata,
-    )
+    def chain(self, definition: StreamDefinition, runtime: StreamRuntime) -> "Chain":
+        return Chain(self, definition, runtime)
+
+    async def ask_resolver(
+        self, definition: StreamDefinition, current_url: str, index: int, failure: Failure
+    ) -> str | None:
+        """POST the resolver; a 2xx ``{"next_url": ...}`` continues, anything else ends."""
+        url = definition.failover_resolver_url
+        if url is None:
+            return None
+        body: Mapping[str, Any] = {
+            "current_url": current_url,
+            "metadata": dict(definition.metadata),
+            "current_failover_index": index - 1,
+            "status_code": failure.status,
+            "reason": failure.reason,
+        }
+        try:
+            _, answer = await self.upstream.post_json(url, body)
+            if not isinstance(answer, dict):
+                return None
+            return check_url("next_url", answer.get("next_url"))
+        except (aiohttp.ClientError, TimeoutError, ValueError, ValidationFailed) as exc:
+            log.warning("resolver_failed", stream_id=definition.stream_id, error=str(exc))
+            return None
+
+    def record_error(self, runtime: StreamRuntime, failure: Failure) -> None:
+        """A URL of the stream failed a client."""
+        runtime.record_error()
+        self.counters.provider_error(failure.reason)
+
+    def record_move(
+        self,
+        definition: StreamDefinition,
+        runtime: StreamRuntime,
+        *,
+        old_index: int,
+        new_index: int,
+        reason: str,
+    ) -> None:
+        """Publish a move of the stream's current URL: runtime, counters, event."""
+        urls = chain_urls(definition, runtime)
+        runtime.record_failover(new_index)
+        self.counters.failover(reason)
+        self.events.failover_triggered(
+            definition, urls[old_index], urls[new_index], new_index, reason
+        )
+
+    async def manual(self, definition: StreamDefinition, runtime: StreamRuntime) -> str:
+        """Move the stream (every active client, and new ones) to the next URL now."""
+        urls = chain_urls(definition, runtime)
+        old = min(runtime.current_index, len(urls) - 1)
+        nxt = old + 1
+        if nxt >= len(urls):
+            found = await self.ask_resolver(definition, urls[old], old, Failure("manual"))
+            if found is not None and found not in urls:
+                runtime.add_resolved(found)
+                urls.append(found)
+            nxt = urls.index(found) if found is not None else 0
+        if nxt == old:
+            raise UpstreamFailed("the failover resolver gave no other URL to move to")
+        self.record_move(definition, runtime, old_index=old, new_index=nxt, reason="manual")
+        for pump in list(runtime.pumps):
+            pump.switch_to(nxt)
+        return urls[nxt]
 
 
 class Chain:
     """One client's walk along its stream's URL chain."""
 
     def __init__(
-        self, app: web.Application, definition: StreamDefinition, runtime: StreamRuntime
+        self, failover: Failover, definition: StreamDefinition, runtime: StreamRuntime
     ) -> None:
-        self.app = app
+        self.failover = failover
         self.definition = definition
         self.runtime = runtime
-        self.cooldowns = app[COOLDOWNS]
+        self.cooldowns = failover.cooldowns
         self.index = min(runtime.current_index, len(self.urls) - 1)
         self.failed: set[int] = set()
         self.resolver_hops = 0
@@ -146,7 +177,7 @@ class Chain:
         Granted again only after RETRY_WINDOW seconds, so a source that resets every
         few kilobytes does not hold a client back from its backups forever.
         """
-        if not failure.retry_same or self.app[CONFIG].upstream.connect_retries < 1:
+        if not failure.retry_same or self.failover.connect_retries < 1:
             return False
         now = time.monotonic()
         if now - self.retried_at.get(self.index, -RETRY_WINDOW) < RETRY_WINDOW:
@@ -171,18 +202,16 @@ class Chain:
         old = self.index
         self.failed.add(old)
         self.cooldowns.mark(self.url)
-        self.runtime.error_count += 1
-        tracker = self.app[TRACKER]
-        tracker.provider_errors[failure.reason] += 1
+        self.failover.record_error(self.runtime, failure)
         nxt = self._pick(list(range(old + 1, len(self.urls))))
-        limit = self.app[CONFIG].upstream.max_resolver_hops
+        limit = self.failover.max_resolver_hops
         if nxt is None and self.definition.failover_resolver_url and self.resolver_hops < limit:
             self.resolver_hops += 1
-            found = await ask_resolver(self.app, self.definition, self.url, old, failure)
+            found = await self.failover.ask_resolver(self.definition, self.url, old, failure)
             if found is None:
                 return False
             if found not in self.urls:
-                self.runtime.resolved_urls.append(found)
+                self.runtime.add_resolved(found)
             nxt = self.urls.index(found)
         if nxt is None:
             nxt = self._pick(list(range(old + 1)))
@@ -190,33 +219,7 @@ class Chain:
             return False
         self.index = nxt
         if self.runtime.current_index == old and nxt != old:
-            record_move(
-                self.app,
-                self.definition,
-                self.runtime,
-                old_index=old,
-                new_index=nxt,
-                reason=failure.reason,
+            self.failover.record_move(
+                self.definition, self.runtime, old_index=old, new_index=nxt, reason=failure.reason
             )
         return True
-
-
-async def manual_failover(
-    app: web.Application, definition: StreamDefinition, runtime: StreamRuntime
-) -> str:
-    """Move the stream (every active client, and new ones) to the next URL now."""
-    urls = chain_urls(definition, runtime)
-    old = min(runtime.current_index, len(urls) - 1)
-    nxt = old + 1
-    if nxt >= len(urls):
-        found = await ask_resolver(app, definition, urls[old], old, Failure("manual"))
-        if found is not None and found not in urls:
-            runtime.resolved_urls.append(found)
-            urls.append(found)
-        nxt = urls.index(found) if found is not None else 0
-    if nxt == old:
-        raise UpstreamFailed("the failover resolver gave no other URL to move to")
-    record_move(app, definition, runtime, old_index=old, new_index=nxt, reason="manual")
-    for pump in list(runtime.pumps):
-        pump.switch_to(nxt)
-    return urls[nxt]

@@ -1,135 +1,48 @@
-"""Client tracking and stream runtime state: who is watching what, and how much.
+"""Client tracking: who is watching what, and the one way streams end.
 
-The byte counters are plain integer attributes bumped once per chunk by the pump (the
-only per-chunk work tracking asks for). Bandwidth is derived by a sampler task once a
-second from counter deltas over a short window, so no clock is read per chunk. A stream
-gets runtime state (failover position, counters) when first played; it is dropped
-``stream_timeout`` seconds after its last client left.
+`Tracker` holds the runtime state of streams being played (`StreamRuntime`) and of
+their clients (`ClientState`); stream and client events go out through `StreamEvents`,
+proxy-wide totals into `Counters`. A stream gets runtime state when first played; it
+is dropped ``stream_timeout`` seconds after its last client left (`streams.sampler`).
+`end_streams` is how streams end for good (API deletion, playlist removal, retirement).
 """
 
-import asyncio
-import collections
 import hashlib
 import time
-from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from collections.abc import Iterable
 
 import attrs
 
-from m3u_proxy.clock import utc_now
-from m3u_proxy.events.bus import EventBus
-from m3u_proxy.logs import redact_url
-from m3u_proxy.streams.registry import StreamDefinition
-
-BANDWIDTH_WINDOW = 5  # samples of one second each
-ClientKind = Literal["direct", "hls"]
+from m3u_proxy.streams.announce import StreamEvents
+from m3u_proxy.streams.counters import Counters
+from m3u_proxy.streams.registry import Registry, StreamDefinition
+from m3u_proxy.streams.runtime import ClientKind, ClientState, StreamRuntime
 
 
-class PumpControl(Protocol):
-    """The handle a playing connection registers with its stream."""
+@attrs.frozen
+class Player:
+    """Who is asking, as far as a request tells: built once per request (web.requests)."""
 
-    def switch_to(self, index: int) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def check_client(self, now: float, timeout: float) -> None: ...
-
-
-@attrs.define(eq=False)
-class ClientState:
-    client_id: str
-    stream_id: str
+    client_id: str | None  # the id the player asked for, if any
     ip_address: str
     user_agent: str
     username: str | None
-    kind: ClientKind
-    connected_at: str = attrs.field(factory=utc_now)
-    connected_mono: float = attrs.field(factory=time.monotonic)
-    last_access: str = attrs.field(factory=utc_now)
-    last_access_mono: float = attrs.field(factory=time.monotonic)
-    bytes_served: int = 0
-    segments_served: int = 0
-    bandwidth_bps: float = 0.0
-    is_connected: bool = True
-    hls_key: str | None = None  # HLS: what ties the player's separate requests together
-    samples: collections.deque[int] = attrs.field(
-        factory=lambda: collections.deque(maxlen=BANDWIDTH_WINDOW + 1)
-    )
 
-    def touch(self) -> None:
-        self.last_access = utc_now()
-        self.last_access_mono = time.monotonic()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "client_id": self.client_id,
-            "stream_id": self.stream_id,
-            "ip_address": self.ip_address,
-            "user_agent": self.user_agent,
-            "username": self.username,
-            "bytes_served": self.bytes_served,
-            "segments_served": self.segments_served,
-            "bandwidth_bps": round(self.bandwidth_bps, 1),
-            "created_at": self.connected_at,  # the name m3u-editor's stream monitor reads
-            "connected_at": self.connected_at,
-            "last_access": self.last_access,
-            "is_connected": self.is_connected,
-            "shared": False,  # no shared channels yet: every viewer reads its own connection
-            "skipped_bytes": 0,
-        }
-
-
-@attrs.define(eq=False)
-class StreamRuntime:
-    """What a stream's clients share: the failover position and the counters."""
-
-    stream_id: str
-    current_index: int = 0  # 0 = primary; API.md reports it as index - 1 (-1 = primary)
-    current_url: str | None = None
-    failover_attempts: int = 0
-    last_failover_time: str | None = None
-    error_count: int = 0
-    bytes_done: int = 0  # bytes of clients that already left
-    segments_done: int = 0
-    upstream_connections: int = 0
-    detected_kind: str | None = None  # what the provider's answers showed (auto streams)
-    last_access: str = attrs.field(factory=utc_now)
-    idle_since: float | None = None
-    clients: dict[str, ClientState] = attrs.field(factory=dict)
-    # URLs a failover_resolver_url handed out, appended to the definition's chain.
-    resolved_urls: list[str] = attrs.field(factory=list)
-    # Active pumps of this stream: told to move on (manual failover) or to stop (deletion).
-    pumps: set["PumpControl"] = attrs.field(factory=set)
-
-    @property
-    def total_bytes(self) -> int:
-        return self.bytes_done + sum(c.bytes_served for c in self.clients.values())
-
-    @property
-    def total_segments(self) -> int:
-        return self.segments_done + sum(c.segments_served for c in self.clients.values())
-
-    @property
-    def bandwidth_bps(self) -> float:
-        return sum(c.bandwidth_bps for c in self.clients.values())
+    def seed(self, stream_id: str) -> str:
+        """What identifies a player that sent no id, on one stream."""
+        return f"{self.ip_address}|{self.user_agent}|{stream_id}|{self.username or ''}"
 
 
 class Tracker:
     """Registry of runtime state: streams being played and their clients."""
 
-    def __init__(self, events: EventBus, stream_timeout: float) -> None:
+    def __init__(self, events: StreamEvents, counters: Counters, stream_timeout: float) -> None:
         self.events = events
+        self.counters = counters
         self.stream_timeout = stream_timeout
         self.streams: dict[str, StreamRuntime] = {}
         self.clients: dict[str, ClientState] = {}
         self.hls_clients: dict[str, ClientState] = {}
-        self.failovers_total = 0
-        # Read at scrape time by /metrics: why clients left a source, by reason
-        # (connect_error, timeout, http_status, stall, reset, eof, manual).
-        self.failovers_by_reason: collections.Counter[str] = collections.Counter()
-        self.provider_errors: collections.Counter[str] = collections.Counter()
-        self.bytes_departed = 0
-        self.segments_departed = 0
 
     def runtime(self, stream_id: str) -> StreamRuntime:
         state = self.streams.get(stream_id)
@@ -146,22 +59,14 @@ class Tracker:
         return client_id
 
     def connect(
-        self,
-        definition: StreamDefinition,
-        *,
-        client_id: str | None,
-        ip_address: str,
-        user_agent: str,
-        username: str | None,
-        kind: ClientKind,
+        self, definition: StreamDefinition, player: Player, kind: ClientKind
     ) -> ClientState:
-        seed = f"{ip_address}|{user_agent}|{definition.stream_id}|{username or ''}"
         client = ClientState(
-            client_id=self.unique_client_id(client_id, seed),
+            client_id=self.unique_client_id(player.client_id, player.seed(definition.stream_id)),
             stream_id=definition.stream_id,
-            ip_address=ip_address,
-            user_agent=user_agent,
-            username=username,
+            ip_address=player.ip_address,
+            user_agent=player.user_agent,
+            username=player.username,
             kind=kind,
         )
         state = self.runtime(definition.stream_id)
@@ -171,51 +76,20 @@ class Tracker:
         state.last_access = client.last_access
         self.clients[client.client_id] = client
         if first:
-            self.events.emit(
-                "stream_started",
-                definition.stream_id,
-                {"url": redact_url(definition.url), "stream_type": definition.kind},
-                definition.metadata,
-            )
-        self.events.emit(
-            "client_connected",
-            definition.stream_id,
-            {
-                "client_id": client.client_id,
-                "ip_address": ip_address,
-                "user_agent": user_agent,
-                "username": username,
-            },
-            definition.metadata,
-        )
+            self.events.stream_started(definition)
+        self.events.client_connected(definition, client)
         return client
 
-    def hls_client(
-        self,
-        definition: StreamDefinition,
-        *,
-        client_id: str | None,
-        ip_address: str,
-        user_agent: str,
-        username: str | None,
-    ) -> ClientState:
+    def hls_client(self, definition: StreamDefinition, player: Player) -> ClientState:
         """The HLS player behind a request: one client across playlists and segments.
 
         Players send no id with segment requests, so a player is its ``client_id`` when
         given, else its address, user agent and username on this stream.
         """
-        seed = f"{ip_address}|{user_agent}|{definition.stream_id}|{username or ''}"
-        key = f"{definition.stream_id}|{client_id or seed}"
+        key = f"{definition.stream_id}|{player.client_id or player.seed(definition.stream_id)}"
         client = self.hls_clients.get(key)
         if client is None:
-            client = self.connect(
-                definition,
-                client_id=client_id,
-                ip_address=ip_address,
-                user_agent=user_agent,
-                username=username,
-                kind="hls",
-            )
+            client = self.connect(definition, player, "hls")
             client.hls_key = key
             self.hls_clients[key] = client
         client.touch()
@@ -234,34 +108,68 @@ class Tracker:
         if client.hls_key is not None:
             self.hls_clients.pop(client.hls_key, None)
         metadata = definition.metadata if definition else {}
-        self.bytes_departed += client.bytes_served
-        self.segments_departed += client.segments_served
+        self.counters.departed(client)
         state = self.streams.get(client.stream_id)
         if state is not None:
             state.clients.pop(client.client_id, None)
             state.bytes_done += client.bytes_served
             state.segments_done += client.segments_served
-        self.events.emit(
-            "client_disconnected",
-            client.stream_id,
-            {
-                "client_id": client.client_id,
-                "bytes_served": client.bytes_served,
-                "segments_served": client.segments_served,
-                "duration": round(time.monotonic() - client.connected_mono, 3),
-                "reason": reason,
-            },
-            metadata,
+        self.events.client_disconnected(
+            client, time.monotonic() - client.connected_mono, reason, metadata
         )
         if state is not None and not state.clients:
             state.idle_since = time.monotonic()
-            self.events.emit("stream_stopped", client.stream_id, {"reason": reason}, metadata)
+            self.events.stream_stopped(client.stream_id, reason, metadata)
+
+    def end(self, definition: StreamDefinition, reason: str, *, announce_idle: bool) -> None:
+        """End a stream that is going away: stop its pumps, disconnect its clients
+        (``client_disconnected`` each), then one ``stream_stopped``, which a stream
+        nobody played gets only with ``announce_idle``."""
+        runtime = self.forget(definition.stream_id)
+        playing = runtime is not None and bool(runtime.clients)
+        if runtime is not None:
+            for pump in list(runtime.pumps):
+                pump.stop()
+            for client in list(runtime.clients.values()):
+                self.disconnect(client, definition, reason=reason)
+        if playing or announce_idle:
+            self.events.stream_stopped(definition.stream_id, reason, definition.metadata)
+
+    def start_failed(self, definition: StreamDefinition, reason: str, status: int) -> None:
+        """The chain was spent before a byte: ``stream_failed``, and ``stream_stopped`` when
+        nobody else watches, so a manager counting provider connections per stream
+        (m3u-editor decrements on ``stream_stopped``) releases the one it reserved."""
+        self.events.stream_failed(definition, reason, status)
+        if not self.playing(definition.stream_id):
+            self.events.stream_stopped(definition.stream_id, "chain_exhausted", definition.metadata)
+
+    def stop_live_pumps(self) -> None:
+        """End every live pump now (shutdown); VOD transfers finish on their own."""
+        for runtime in list(self.streams.values()):
+            for pump in list(runtime.pumps):
+                if pump.live:
+                    pump.stop()
 
     def forget(self, stream_id: str) -> StreamRuntime | None:
         return self.streams.pop(stream_id, None)
 
+    def playing(self, stream_id: str) -> bool:
+        runtime = self.streams.get(stream_id)
+        return runtime is not None and bool(runtime.clients)
+
     def active_streams(self) -> int:
         return sum(1 for s in self.streams.values() if s.clients)
+
+    def totals(self) -> dict[str, int]:
+        """Bytes and segments ever served, and the provider connections open now."""
+        live = self.clients.values()
+        counters = self.counters
+        return {
+            "total_bytes_served": counters.bytes_departed + sum(c.bytes_served for c in live),
+            "total_segments_served": counters.segments_departed
+            + sum(c.segments_served for c in live),
+            "upstream_connections": sum(s.upstream_connections for s in self.streams.values()),
+        }
 
     def sample(self, now: float, hls_timeout: float) -> list[ClientState]:
         """Update bandwidth figures; return HLS clients silent for longer than the timeout."""
@@ -285,17 +193,20 @@ class Tracker:
         ]
 
 
-async def run_sampler(
-    tracker: Tracker, client_timeout: float, lookup: Callable[[str], StreamDefinition | None]
-) -> None:
-    """Once a second: bandwidth, silent HLS players, stuck players, idle stream state."""
-    while True:
-        await asyncio.sleep(1.0)
-        now = time.monotonic()
-        for client in tracker.sample(now, client_timeout):
-            tracker.disconnect(client, lookup(client.stream_id), reason="client_timeout")
-        for stream_id in tracker.idle_streams(now):
-            tracker.forget(stream_id)
-        for state in list(tracker.streams.values()):
-            for pump in list(state.pumps):
-                pump.check_client(now, client_timeout)
+async def end_streams(
+    registry: Registry,
+    tracker: Tracker,
+    stream_ids: Iterable[str],
+    reason: str,
+    *,
+    announce_idle: bool = True,
+) -> list[StreamDefinition]:
+    """Delete streams for good: persist first, then end each one (`Tracker.end`).
+
+    ``announce_idle=False`` keeps streams nobody plays silent: a 50k-entry playlist
+    going away must not flood webhooks with 50k ``stream_stopped``.
+    """
+    gone = await registry.delete(list(stream_ids))
+    for definition in gone:
+        tracker.end(definition, reason, announce_idle=announce_idle)
+    return gone

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from m3u_proxy.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from m3u_proxy.keys import CONFIG, NETWORKS, SIGNER, Network
+from m3u_proxy.streams.tracking import Player
 
 
 def parse_networks(entries: Sequence[str]) -> list[Network]:
@@ -48,6 +49,16 @@ def client_ip(request: web.Request) -> str:
         if not _trusted(hop, networks):
             break
     return address
+
+
+def player_of(request: web.Request) -> Player:
+    """Who is playing: the asked-for ``client_id``, address, user agent and username."""
+    return Player(
+        client_id=request.query.get("client_id"),
+        ip_address=client_ip(request),
+        user_agent=request.headers.get("User-Agent", ""),
+        username=request.query.get("username") or request.headers.get("X-Username"),
+    )
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

@@ -13,8 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from m3u_proxy.app import create_app
 from m3u_proxy.events.bus import Event
-from m3u_proxy.keys import EVENTS, TRACKER
-from m3u_proxy.streams.failover import COOLDOWNS
+from m3u_proxy.keys import COOLDOWNS, EVENTS, TRACKER
 from tests.conftest import ProxyFactory, free_port, make_config, until
 from tests.providers import TS_PACKET, Provider, decode_stream, vod_bytes
 
@@ -346,7 +345,7 @@ class TestPlayerLeaves:
             await runner.cleanup()
         assert stat["error_count"] == 0
         assert stat["current_failover_index"] == -1
-        assert not app[TRACKER].provider_errors
+        assert not app[TRACKER].counters.provider_errors
         assert not app[COOLDOWNS].cooling(primary)
         assert not {e["event_type"] for e in events} & {"failover_triggered", "stream_failed"}
         assert len(provider.requests_to("/live/gone.ts")) == 1
