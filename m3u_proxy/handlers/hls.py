@@ -15,8 +15,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from aiohttp import web
 
-from m3u_proxy.errors import NotFound, UpstreamFailed, UpstreamTimedOut
-from m3u_proxy.handlers.playback import check_playback_token
+from m3u_proxy.errors import UpstreamFailed, UpstreamTimedOut
 from m3u_proxy.hls.cache import Fetched
 from m3u_proxy.hls.rewrite import UriKind, looks_like_playlist, playlist_info, rewrite_playlist
 from m3u_proxy.keys import (
@@ -24,7 +23,6 @@ from m3u_proxy.keys import (
     FAILOVER,
     HLS_CACHE,
     PLAYLISTS,
-    REGISTRY,
     SIGNER,
     STICKY,
     TRACKER,
@@ -34,7 +32,7 @@ from m3u_proxy.logs import bind_context
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState
 from m3u_proxy.upstream import Failure, TooLarge, read_whole, upstream_failures
-from m3u_proxy.web.requests import player_of
+from m3u_proxy.web.requests import check_playback_token, player_of, stream_definition
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MAX_PLAYLIST_BYTES = 8 * 1024 * 1024
@@ -64,15 +62,6 @@ def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
     client = request.app[TRACKER].hls_client(definition, player_of(request))
     bind_context(client_id=client.client_id)
     return client
-
-
-def _definition(request: web.Request) -> StreamDefinition:
-    stream_id = request.match_info["stream_id"]
-    definition = request.app[REGISTRY].get(stream_id)
-    if definition is None:
-        raise NotFound(f"stream {stream_id} is not registered")
-    bind_context(stream_id=stream_id)
-    return definition
 
 
 async def _fetch(
@@ -152,7 +141,7 @@ def _playlist_response(text: str) -> web.Response:
 
 async def master_playlist(request: web.Request) -> web.StreamResponse:
     """``GET /hls/{id}/playlist.m3u8``: the current upstream playlist, failing over."""
-    definition = _definition(request)
+    definition = stream_definition(request)
     check_playback_token(request, definition.stream_id)
     runtime = request.app[TRACKER].runtime(definition.stream_id)
     chain = request.app[FAILOVER].chain(definition, runtime)
@@ -181,7 +170,7 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
 
 async def resource(request: web.Request) -> web.StreamResponse:
     """``GET /hls/{id}/{kind}/{token}.{ext}``: a sub-playlist, segment, key or init map."""
-    definition = _definition(request)
+    definition = stream_definition(request)
     letter = request.match_info["kind"]
     token = request.match_info["token"]
     url = request.app[SIGNER].open(definition.stream_id, letter, token)

@@ -1,402 +1,29 @@
-"""Continuous and VOD playback: the per-client provider connection and its pump.
+"""``GET|HEAD /stream/{id}``: continuous and VOD playback (the pump is `playback.pump`).
 
-Each ``GET /stream/{id}`` opens its own provider connection (architecture v2, "truly
-ephemeral"): nothing is opened before a player asks, and the connection is closed the
-moment the player goes away (the handler is cancelled on disconnect and the ``finally``
-closes the provider socket). Bytes pass unchanged; ``await response.write()`` is the
-only buffer, so a slow player slows only its own provider connection.
-
-Status and headers are decided before ``prepare()``; after it, any provider failure is
-a failover on the same response or a clean end, never an error page. Live MPEG-TS is
-spliced on packet boundaries (`TsSplicer`); VOD resumes at the byte offset served.
+Each request opens its own provider connection (architecture v2, "truly ephemeral"):
+nothing is opened before a player asks, and the connection is closed the moment the
+player goes away. The handler checks the stream, the token and the client limit, hands
+the pump its collaborators and turns the pump's answers into HTTP.
 """
 
-import asyncio
-import contextlib
-import mimetypes
-import re
-from urllib.parse import urlsplit
-
-import aiohttp
 from aiohttp import web
 
-from m3u_proxy.config import Config
-from m3u_proxy.errors import (
-    Forbidden,
-    NotFound,
-    ServiceUnavailable,
-    UpstreamFailed,
-    UpstreamTimedOut,
+from m3u_proxy.errors import ServiceUnavailable, UpstreamFailed
+from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, TRACKER, UPSTREAM
+from m3u_proxy.logs import bind_context
+from m3u_proxy.playback.pump import IsPlaylist, Pump
+from m3u_proxy.web.requests import (
+    check_playback_token,
+    playback_path,
+    player_of,
+    stream_definition,
 )
-from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, SIGNER, TRACKER, UPSTREAM
-from m3u_proxy.logs import bind_context, get_logger, redact_url
-from m3u_proxy.mpegts.align import PACKET, TsSplicer
-from m3u_proxy.streams.registry import StreamDefinition
-from m3u_proxy.streams.runtime import ClientState, StreamRuntime
-from m3u_proxy.upstream import PASS_HEADERS, Failure
-from m3u_proxy.web.requests import playback_path, player_of
-
-log = get_logger(__name__)
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_EXTRA_TYPES = {".ts": "video/mp2t", ".mkv": "video/x-matroska", ".m4s": "video/iso.segment"}
-
-
-class SwitchRequested(Exception):
-    """Raised inside the reader of the old source when a manual failover is ready."""
-
-
-class StopRequested(Exception):
-    """Raised inside the reader when the stream was deleted."""
-
-
-class PlayerGone(Exception):
-    """A write to the player failed: the player left, which says nothing of the provider."""
-
-
-def content_type_for(url: str, live: bool) -> str:
-    path = urlsplit(url).path.lower()
-    ext = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
-    guessed = _EXTRA_TYPES.get(ext) or mimetypes.types_map.get(ext)
-    return guessed or ("video/mp2t" if live else "application/octet-stream")
-
-
-def is_playlist(response: aiohttp.ClientResponse) -> bool:
-    """An auto-typed stream whose provider answers with an HLS playlist."""
-    return "mpegurl" in response.headers.get("Content-Type", "").lower()
-
-
-def check_playback_token(request: web.Request, stream_id: str) -> None:
-    if request.app[CONFIG].auth.playback_auth and not request.app[SIGNER].check_playback(
-        stream_id, request.query.get("token")
-    ):
-        raise Forbidden("this playback URL needs a valid token")
-
-
-class Source:
-    """One open provider response, with the range arithmetic needed to resume it."""
-
-    def __init__(self, index: int, response: aiohttp.ClientResponse) -> None:
-        self.index = index
-        self.response = response
-        self.start = 0
-        self.total: int | None = None
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-        if response.status == 206 and match:
-            self.start = int(match.group(1))
-            self.total = None if match.group(3) == "*" else int(match.group(3))
-        elif response.content_length is not None:
-            self.total = response.content_length
-        self.length = response.content_length  # body bytes this response promises
-        self.counted = True  # still in StreamRuntime.upstream_connections
-
-    def close(self) -> None:
-        self.response.close()
-
-
-class Pump:
-    """A playing client: its chain, its current source, and the copy loop."""
-
-    client: ClientState
-
-    def __init__(
-        self, request: web.Request, definition: StreamDefinition, runtime: StreamRuntime
-    ) -> None:
-        self.request = request
-        self.config: Config = request.app[CONFIG]
-        self.upstream = request.app[UPSTREAM]
-        self.definition = definition
-        self.runtime = runtime
-        self.chain = request.app[FAILOVER].chain(definition, runtime)
-        self.events = request.app[TRACKER].events
-        self.live = definition.kind != "vod" and runtime.detected_kind != "vod"
-        self.client_range = None if self.live else request.headers.get("Range")
-        self.source: Source | None = None
-        self.pending: Source | None = None
-        self.switching: asyncio.Task[None] | None = None
-        self.sent = 0  # body bytes written to the player
-        self.first_start = 0  # absolute offset of the player's first body byte
-        self.body_end: int | None = None  # absolute offset after the last byte promised
-        self.total: int | None = None  # size of the whole file, when known
-        self.splicer: TsSplicer | None = None
-        self.writing = False  # inside response.write(): the player's socket may be full
-        self.end_reason = "client_left"  # why this playback ended (client_disconnected)
-        self._stuck_at: tuple[int, float] | None = None
-
-    # -- provider side -------------------------------------------------------------
-
-    async def _open(self, index: int, offset: int = 0) -> Source:
-        """GET one URL of the chain; any problem is raised as a `Failure`."""
-        url = self.chain.urls[index]
-        extra: dict[str, str] = {}
-        if offset:
-            end = "" if self.body_end is None else self.body_end - 1
-            extra["Range"] = f"bytes={offset}-{end}"
-        elif self.client_range:
-            extra["Range"] = self.client_range
-        response = await self.upstream.open(
-            url, self.definition, extra=extra, stall=self.definition.stall
-        )
-        if response.status == 416 and self.client_range and not offset:
-            # The player asked past the end: every mirror would say the same.
-            content_range = response.headers.get("Content-Range", "")
-            response.close()
-            raise web.HTTPRequestRangeNotSatisfiable(
-                headers={"Content-Range": content_range} if content_range else None
-            )
-        if response.status >= 400 or response.status == 204:
-            response.close()
-            raise Failure("http_status", response.status, f"provider answered {response.status}")
-        self.runtime.open_upstream()
-        return Source(index, response)
-
-    def _close(self, source: Source | None) -> None:
-        # Not response.closed: aiohttp sets that by itself when a body ends (VOD, EOF).
-        if source is not None and source.counted:
-            source.counted = False
-            source.close()
-            self.runtime.close_upstream()
-
-    async def _connect(self, failure: Failure | None, offset: int = 0) -> Source:
-        """Walk the chain from the current URL until one answers.
-
-        With a ``failure`` the current URL just failed: it gets its quick retry, or the
-        chain moves past it first. Raises the last `Failure` if nothing answered.
-        """
-        while True:
-            retry = failure is None or self.chain.may_retry(failure)
-            if failure is not None and not retry and not await self.chain.advance(failure):
-                raise failure
-            try:
-                source = await self._open(self.chain.index, offset)
-            except Failure as exc:
-                failure = exc
-                continue
-            if offset and not self._resumes_at(source, offset):
-                self._close(source)
-                failure = Failure("http_status", source.response.status, "cannot resume")
-                continue
-            return source
-
-    def _resumes_at(self, source: Source, offset: int) -> bool:
-        """A resumed VOD source must continue the same file at the right byte."""
-        same_total = self.total is None or source.total == self.total
-        return source.response.status == 206 and source.start == offset and same_total
-
-    # -- manual failover -----------------------------------------------------------
-
-    def switch_to(self, index: int) -> None:
-        if self.switching is not None:
-            self.switching.cancel()
-        self.switching = asyncio.create_task(self._prepare_switch(index))
-
-    def stop(self) -> None:
-        self.end_reason = "stopped"
-        if self.source is not None:
-            self.source.response.content.set_exception(StopRequested())
-
-    async def _prepare_switch(self, index: int) -> None:
-        """Open the new source first, then make the old one's reader give way."""
-        old = self.source
-        if old is None:
-            return
-        if self.live:
-            try:
-                self.pending = await self._open(index)
-            except Failure as exc:
-                log.warning("manual_failover_failed", url=self.chain.urls[index], why=exc.detail)
-                return
-        self.chain.index = index
-        if self.source is old:
-            old.response.content.set_exception(SwitchRequested())
-        else:
-            self._close(self.pending)
-            self.pending = None
-
-    def check_client(self, now: float, timeout: float) -> None:
-        """Drop a player that has refused bytes for ``client_timeout`` (CLIENT_TIMEOUT).
-
-        Called once a second by the sampler; the copy loop only flags its writes.
-        """
-        if not self.writing:
-            self._stuck_at = None
-            return
-        served = self.client.bytes_served
-        if self._stuck_at is None or self._stuck_at[0] != served:
-            self._stuck_at = (served, now)
-        elif now - self._stuck_at[1] > timeout and self.request.transport is not None:
-            log.info(
-                "client_stuck",
-                stream_id=self.definition.stream_id,
-                client_id=self.client.client_id,
-                seconds=round(now - self._stuck_at[1], 1),
-            )
-            self.request.transport.abort()
-
-    # -- the copy loop --------------------------------------------------------------
-
-    async def _drain_source(self, response: web.StreamResponse, source: Source) -> Failure | None:
-        """Copy one source to the player until it ends; say why it ended (None: done).
-
-        This is the hot path: one read, one optional splice, one write and two integer
-        additions per chunk. Errors of the player's socket propagate as `PlayerGone`.
-        """
-        read, size = source.response.content.read, self.config.upstream.chunk_size
-        splicer = self.splicer
-        client = self.client
-        write = response.write
-        try:
-            chunk = await read(size)
-            if chunk:
-                self.chain.delivered()
-            while chunk:
-                head, data = splicer.feed(chunk) if splicer is not None else (b"", chunk)
-                # Drop the reference before the next await: a player waiting for its
-                # provider must not pin the last chunk.
-                chunk = b""
-                self.writing = True
-                # The player's socket errors are caught apart from the provider's
-                # (aiohttp's ClientConnectionResetError is both a ConnectionError and a
-                # ClientConnectionError): a player leaving is no provider failure.
-                try:
-                    if head:
-                        await write(head)
-                        self.sent += PACKET
-                        client.bytes_served += PACKET
-                    if data:
-                        sent = len(data)
-                        await write(data)
-                        data = b""
-                        self.sent += sent
-                        client.bytes_served += sent
-                except ConnectionError as exc:
-                    raise PlayerGone from exc
-                self.writing = False
-                chunk = await read(size)
-        except SwitchRequested:
-            return Failure("manual")
-        except StopRequested:
-            return None
-        except TimeoutError:
-            return Failure("stall", detail="no byte within stall_timeout")
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            return Failure("reset", detail=type(exc).__name__)
-        if not self.live and (self.body_end is None or self._complete()):
-            return None
-        return Failure("eof", detail="provider ended the body")
-
-    async def copy(self, response: web.StreamResponse) -> None:
-        """Move bytes until the player leaves, the body is complete or the chain is spent."""
-        while self.source is not None:
-            source = self.source
-            failure = await self._drain_source(response, source)
-            if failure is None or (not self.live and self._complete()):
-                return
-            self._close(source)
-            if self.splicer:
-                self.splicer.new_source()
-            if failure.reason == "manual":
-                # Live: the new source is already open. VOD: reopen at the byte served.
-                self.source, self.pending = self.pending, None
-                if self.source is not None:
-                    continue
-                failure = None
-            else:
-                log.info(
-                    "source_failed",
-                    stream_id=self.definition.stream_id,
-                    reason=failure.reason,
-                    url=redact_url(self.chain.url),
-                    client_id=self.client.client_id,
-                )
-            try:
-                self.source = await self._connect(failure, self._offset())
-            except Failure as exc:
-                # The whole chain is dead mid-stream: the player gets a clean end.
-                self.source = None
-                self.end_reason = "chain_exhausted"
-                self.events.stream_failed(
-                    self.definition, exc.detail or exc.reason, exc.status, self.client.client_id
-                )
-
-    def _offset(self) -> int:
-        """Where a VOD resume starts: the absolute byte after the last one served."""
-        return 0 if self.live else self.first_start + self.sent
-
-    def _complete(self) -> bool:
-        return self.body_end is not None and self.first_start + self.sent >= self.body_end
-
-    # -- the response ---------------------------------------------------------------
-
-    def headers_for(self, source: Source) -> web.StreamResponse:
-        upstream = source.response
-        response = web.StreamResponse(status=upstream.status if not self.live else 200)
-        for name in PASS_HEADERS:
-            if name in upstream.headers and (not self.live or name == "Content-Type"):
-                response.headers[name] = upstream.headers[name]
-        if self.definition.strict_live_ts:
-            # m3u-editor's strict_live_ts: live MPEG-TS whatever the provider labels it.
-            response.headers["Content-Type"] = "video/mp2t"
-        elif "Content-Type" not in response.headers or response.headers["Content-Type"] in (
-            "application/octet-stream",
-            "binary/octet-stream",
-        ):
-            response.headers["Content-Type"] = content_type_for(self.chain.url, self.live)
-        response.headers["Accept-Ranges"] = "none" if self.live else "bytes"
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    async def start(self) -> None:
-        """Find a provider that answers; raise the HTTP error the player gets if none."""
-        self.chain.start()
-        try:
-            self.source = await self._connect(None)
-        except Failure as exc:
-            error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
-            raise error(f"no provider in the chain answered ({exc.detail})") from exc
-        first = self.source
-        auto = self.definition.stream_type == "auto" and not self.definition.strict_live_ts
-        if auto and is_playlist(first.response):
-            self._close(first)
-            self.source = None
-            self.runtime.learn_kind("hls")
-            raise web.HTTPFound(playback_path(self.request, self.definition.stream_id, hls=True))
-        self.first_start, self.total = first.start, first.total
-        if first.length is not None:
-            self.body_end = first.start + first.length
-
-    async def serve(self, client: ClientState) -> web.StreamResponse:
-        """Send the provider's answer to the player, failing over as needed."""
-        assert self.source is not None
-        self.client = client
-        response = self.headers_for(self.source)
-        self.runtime.pumps.add(self)
-        try:
-            await response.prepare(self.request)
-            if self.request.method == "HEAD":
-                return response
-            if self.live and "mp2t" in response.headers.get("Content-Type", ""):
-                self.splicer = TsSplicer()
-            await self.copy(response)
-            with contextlib.suppress(ConnectionError):
-                await response.write_eof()
-            return response
-        except (ConnectionError, PlayerGone):
-            return response  # the player went away; the finally closes the provider
-        finally:
-            self.runtime.pumps.discard(self)
-            if self.switching is not None:
-                self.switching.cancel()
-            self._close(self.source)
-            self._close(self.pending)
 
 
 async def play(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /stream/{stream_id}``."""
-    stream_id = request.match_info["stream_id"]
-    definition = request.app[REGISTRY].get(stream_id)
-    if definition is None:
-        raise NotFound(f"stream {stream_id} is not registered")
-    bind_context(stream_id=stream_id)
+    definition = stream_definition(request)
+    stream_id = definition.stream_id
     check_playback_token(request, stream_id)
     tracker = request.app[TRACKER]
     runtime = tracker.runtime(stream_id)
@@ -406,9 +33,19 @@ async def play(request: web.Request) -> web.StreamResponse:
     limit = request.app[CONFIG].server.max_clients
     if limit and len(tracker.clients) >= limit:
         raise ServiceUnavailable(f"the proxy serves at most {limit} clients (max_clients)")
-    pump = Pump(request, definition, runtime)
+    pump = Pump(
+        definition=definition,
+        runtime=runtime,
+        chain=request.app[FAILOVER].chain(definition, runtime),
+        upstream=request.app[UPSTREAM],
+        events=tracker.events,
+        chunk_size=request.app[CONFIG].upstream.chunk_size,
+        client_range=request.headers.get("Range"),
+    )
     try:
         await pump.start()
+    except IsPlaylist as exc:
+        raise web.HTTPFound(playback_path(request, stream_id, hls=True)) from exc
     except UpstreamFailed as exc:
         runtime.record_error()
         tracker.start_failed(definition, exc.detail, exc.status)
@@ -416,7 +53,7 @@ async def play(request: web.Request) -> web.StreamResponse:
     client = tracker.connect(definition, player_of(request), "direct")
     bind_context(client_id=client.client_id)
     try:
-        return await pump.serve(client)
+        return await pump.serve(request, client)
     finally:
         current = request.app[REGISTRY].get(stream_id) or definition
         tracker.disconnect(client, current, reason=pump.end_reason)

@@ -15,7 +15,13 @@ from m3u_proxy.handlers.stats import TYPE_NAMES, all_stream_stats, stream_stat
 from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, TRACKER
 from m3u_proxy.streams.registry import StreamDefinition, parse_definition
 from m3u_proxy.streams.tracking import end_streams
-from m3u_proxy.web.requests import json_body, playback_path, query_flag, required_query
+from m3u_proxy.web.requests import (
+    json_body,
+    playback_path,
+    query_flag,
+    required_query,
+    stream_definition,
+)
 
 
 def describe(request: web.Request, definition: StreamDefinition) -> dict[str, Any]:
@@ -37,13 +43,6 @@ def describe(request: web.Request, definition: StreamDefinition) -> dict[str, An
         "playlist_url": playlist,
         "created_at": definition.created_at,
     }
-
-
-def _get(request: web.Request, stream_id: str) -> StreamDefinition:
-    definition = request.app[REGISTRY].get(stream_id)
-    if definition is None:
-        raise NotFound(f"stream {stream_id} is not registered")
-    return definition
 
 
 async def delete_streams(
@@ -68,7 +67,7 @@ async def list_streams(request: web.Request) -> web.Response:
 
 
 async def get_stream(request: web.Request) -> web.Response:
-    definition = _get(request, request.match_info["stream_id"])
+    definition = stream_definition(request)
     runtime = request.app[TRACKER].streams.get(definition.stream_id)
     clients = [c.to_json() for c in runtime.clients.values()] if runtime else []
     return web.json_response(
@@ -81,13 +80,13 @@ async def get_stream(request: web.Request) -> web.Response:
 
 
 async def delete_stream(request: web.Request) -> web.Response:
-    definition = _get(request, request.match_info["stream_id"])
+    definition = stream_definition(request)
     await delete_streams(request, [definition.stream_id])
     return web.json_response({"message": f"stream {definition.stream_id} deleted"})
 
 
 async def trigger_failover(request: web.Request) -> web.Response:
-    definition = _get(request, request.match_info["stream_id"])
+    definition = stream_definition(request)
     if not definition.has_failover:
         raise BadRequest("this stream has no failover URLs or resolver")
     tracker = request.app[TRACKER]

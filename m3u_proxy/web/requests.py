@@ -8,8 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from m3u_proxy.errors import BadRequest, PayloadTooLarge, ValidationFailed
-from m3u_proxy.keys import CONFIG, NETWORKS, SIGNER, Network
+from m3u_proxy.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ValidationFailed
+from m3u_proxy.keys import CONFIG, NETWORKS, REGISTRY, SIGNER, Network
+from m3u_proxy.logs import bind_context
+from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import Player
 
 
@@ -49,6 +51,24 @@ def client_ip(request: web.Request) -> str:
         if not _trusted(hop, networks):
             break
     return address
+
+
+def stream_definition(request: web.Request) -> StreamDefinition:
+    """The registered stream named by the ``{stream_id}`` of the path, else 404."""
+    stream_id = request.match_info["stream_id"]
+    definition = request.app[REGISTRY].get(stream_id)
+    if definition is None:
+        raise NotFound(f"stream {stream_id} is not registered")
+    bind_context(stream_id=stream_id)
+    return definition
+
+
+def check_playback_token(request: web.Request, stream_id: str) -> None:
+    """With ``playback_auth``, a player URL must carry the stream's signed token."""
+    if request.app[CONFIG].auth.playback_auth and not request.app[SIGNER].check_playback(
+        stream_id, request.query.get("token")
+    ):
+        raise Forbidden("this playback URL needs a valid token")
 
 
 def player_of(request: web.Request) -> Player:
