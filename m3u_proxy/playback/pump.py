@@ -14,7 +14,6 @@ spliced on packet boundaries (`TsSplicer`); VOD resumes at the byte offset serve
 import asyncio
 import contextlib
 import mimetypes
-import re
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -23,6 +22,13 @@ from aiohttp import web
 from m3u_proxy.errors import UpstreamFailed, UpstreamTimedOut
 from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.mpegts.align import PACKET, TsSplicer
+from m3u_proxy.playback.ranges import (
+    is_complete,
+    resume_offset,
+    resume_range,
+    resumes_at,
+    span_of,
+)
 from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
@@ -30,7 +36,6 @@ from m3u_proxy.streams.runtime import ClientState, StreamRuntime
 from m3u_proxy.upstream import PASS_HEADERS, Failure, Upstream
 
 log = get_logger(__name__)
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _EXTRA_TYPES = {".ts": "video/mp2t", ".mkv": "video/x-matroska", ".m4s": "video/iso.segment"}
 
 
@@ -63,20 +68,14 @@ def is_playlist(response: aiohttp.ClientResponse) -> bool:
 
 
 class Feed:
-    """One open provider response, with the range arithmetic needed to resume it."""
+    """One open provider response and where its body sits in the file (`ranges.Span`)."""
 
     def __init__(self, index: int, response: aiohttp.ClientResponse) -> None:
         self.index = index
         self.response = response
-        self.start = 0
-        self.total: int | None = None
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-        if response.status == 206 and match:
-            self.start = int(match.group(1))
-            self.total = None if match.group(3) == "*" else int(match.group(3))
-        elif response.content_length is not None:
-            self.total = response.content_length
-        self.length = response.content_length  # body bytes this response promises
+        self.span = span_of(
+            response.status, response.headers.get("Content-Range"), response.content_length
+        )
         self.counted = True  # still in StreamRuntime.upstream_connections
 
     def close(self) -> None:
@@ -127,8 +126,7 @@ class Pump:
         url = self.chain.urls[index]
         extra: dict[str, str] = {}
         if offset:
-            end = "" if self.body_end is None else self.body_end - 1
-            extra["Range"] = f"bytes={offset}-{end}"
+            extra["Range"] = resume_range(offset, self.body_end)
         elif self.client_range:
             extra["Range"] = self.client_range
         response = await self.upstream.open(
@@ -169,16 +167,11 @@ class Pump:
             except Failure as exc:
                 failure = exc
                 continue
-            if offset and not self._resumes_at(source, offset):
+            if offset and not resumes_at(source.response.status, source.span, offset, self.total):
                 self._close(source)
                 failure = Failure("http_status", source.response.status, "cannot resume")
                 continue
             return source
-
-    def _resumes_at(self, source: Feed, offset: int) -> bool:
-        """A resumed VOD source must continue the same file at the right byte."""
-        same_total = self.total is None or source.total == self.total
-        return source.response.status == 206 and source.start == offset and same_total
 
     # -- manual failover -----------------------------------------------------------
 
@@ -318,10 +311,10 @@ class Pump:
 
     def _offset(self) -> int:
         """Where a VOD resume starts: the absolute byte after the last one served."""
-        return 0 if self.live else self.first_start + self.sent
+        return 0 if self.live else resume_offset(self.first_start, self.sent)
 
     def _complete(self) -> bool:
-        return self.body_end is not None and self.first_start + self.sent >= self.body_end
+        return is_complete(self.first_start, self.sent, self.body_end)
 
     # -- the response ---------------------------------------------------------------
 
@@ -358,9 +351,8 @@ class Pump:
             self.source = None
             self.runtime.learn_kind("hls")
             raise IsPlaylist(self.definition.stream_id)
-        self.first_start, self.total = first.start, first.total
-        if first.length is not None:
-            self.body_end = first.start + first.length
+        self.first_start, self.total = first.span.start, first.span.total
+        self.body_end = first.span.end
 
     async def serve(self, request: web.Request, client: ClientState) -> web.StreamResponse:
         """Send the provider's answer to the player, failing over as needed."""
