@@ -18,7 +18,7 @@ from aiohttp import web
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import FLUSH_LIMIT, Webhooks
-from m3u_proxy.handlers import info, metrics
+from m3u_proxy.handlers import info
 from m3u_proxy.handlers.hls import MAX_PLAYLIST_BYTES
 from m3u_proxy.handlers.playlists import playlists_ctx
 from m3u_proxy.hls.cache import SharedFetches
@@ -30,6 +30,7 @@ from m3u_proxy.keys import (
     FAILOVER,
     HLS_CACHE,
     IN_FLIGHT,
+    METRICS,
     NETWORKS,
     PLAYLISTS,
     REGISTRY,
@@ -42,6 +43,7 @@ from m3u_proxy.keys import (
     UPSTREAM,
     WEBHOOKS,
 )
+from m3u_proxy.metrics import Metrics, Sources
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.routes import add_routes
 from m3u_proxy.store.sqlite import SqliteStore, Store
@@ -122,6 +124,21 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await hooks.close()
 
 
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Prometheus registry over the live state (once every part of it exists)."""
+    app[METRICS] = Metrics(
+        Sources(
+            tracker=app[TRACKER],
+            registry=app[REGISTRY],
+            events=app[EVENTS],
+            hls_cache=app[HLS_CACHE],
+            webhooks=app[WEBHOOKS],
+            stream_labels=app[CONFIG].events.metrics_stream_labels,
+        )
+    )
+    yield
+
+
 async def _end_tracking(app: web.Application) -> None:
     """``on_shutdown``, before the streams end: every viewer leaves with reason ``shutdown``.
 
@@ -173,7 +190,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     """Build the server. ``store`` overrides the SQLite store (tests, other backends)."""
     app = web.Application(
         middlewares=[
-            metrics.request_timer,
+            middlewares.request_timer,
             middlewares.access_log,
             middlewares.errors,
             middlewares.auth,
@@ -192,8 +209,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     )
     app[PLAYLISTS] = SharedFetches(256, MAX_PLAYLIST_BYTES * 4, 0.0)
     app[STICKY] = StickyPlaylists()
-    app[metrics.METRICS] = metrics.Metrics(app)
-    app.on_response_prepare.append(metrics.observe_prepared)
+    app.on_response_prepare.append(middlewares.observe_prepared)
     app.on_response_prepare.append(middlewares.send_request_id)
     app[IN_FLIGHT] = InFlight()
     app.on_response_prepare.append(app[IN_FLIGHT].track)
@@ -203,6 +219,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         [_store_ctx(store), _session_ctx, _background_ctx, _webhooks_ctx, info.capabilities_ctx]
     )
     app.cleanup_ctx.append(playlists_ctx)  # playlists: after the store and the session
+    app.cleanup_ctx.append(_metrics_ctx)  # reads all of the above
     add_routes(app)
     if config.server.root_path:
         add_routes(app, config.server.root_path)

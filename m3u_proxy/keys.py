@@ -10,6 +10,7 @@ from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import Webhooks
 from m3u_proxy.hls.cache import SharedFetches
 from m3u_proxy.hls.sticky import StickyPlaylists
+from m3u_proxy.metrics import Metrics
 from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.store.sqlite import Store
@@ -39,3 +40,4 @@ PLAYLISTS = web.AppKey("hls_playlists", SharedFetches)  # HLS playlists, shared 
 STICKY = web.AppKey("hls_sticky", StickyPlaylists)  # use_sticky_session redirects
 COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
 FAILOVER = web.AppKey("failover", Failover)
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,8 +1,10 @@
 """Middlewares: the canonical request log line, error mapping and management auth.
 
-Order (outermost first): ``access_log`` gives the request its id and sees the final
-status of everything, ``errors`` turns domain errors and aiohttp's HTTP exceptions into
-``{"detail": ...}``, ``auth`` guards management routes with the API token.
+Order (outermost first): ``request_timer`` notes the arrival for the request-duration
+histogram (observed by `observe_prepared` when the headers go out), ``access_log``
+gives the request its id and sees the final status of everything, ``errors`` turns
+domain errors and aiohttp's HTTP exceptions into ``{"detail": ...}``, ``auth`` guards
+management routes with the API token.
 
 The request id is bound to every log line of the request (structlog contextvars) and
 sent back as ``X-Request-ID``; an incoming ``X-Request-ID`` is kept when a trusted
@@ -19,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from m3u_proxy.errors import ApiError, Forbidden, Unauthorized
-from m3u_proxy.keys import CONFIG
+from m3u_proxy.keys import CONFIG, METRICS
 from m3u_proxy.logs import bound_context, get_logger
 from m3u_proxy.web.requests import client_ip, trusted_peer
 
@@ -30,6 +32,7 @@ errlog = get_logger("m3u_proxy.errors")
 # Routes reachable without the management token (API.md "Auth").
 _OPEN_PREFIXES = ("/stream/", "/hls/")
 _OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+_STARTED = web.RequestKey("metrics_request_started", float)
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID = web.RequestKey("request_id", str)
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -131,3 +134,30 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise Forbidden("the API token is not valid")
     return await handler(request)
+
+
+def route_kind(request: web.Request) -> str:
+    """A bounded label for the request's route: never the raw path."""
+    if request.match_info.route.resource is None:
+        return "other"  # no route matched (404, 405)
+    path = route_path(request)
+    if path.startswith("/stream/"):
+        return "stream"
+    if path.startswith("/hls/"):
+        return "hls"
+    return "management" if is_management(request) else "other"
+
+
+@web.middleware
+async def request_timer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Note when the request arrived; `observe_prepared` observes at the headers."""
+    request[_STARTED] = time.perf_counter()
+    return await handler(request)
+
+
+async def observe_prepared(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the headers are going out now."""
+    started = request.get(_STARTED)
+    metrics = request.app.get(METRICS)
+    if started is not None and metrics is not None:
+        metrics.durations.labels(route_kind(request)).observe(time.perf_counter() - started)

@@ -7,8 +7,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from m3u_proxy.handlers.metrics import ROUTE_KINDS
 from m3u_proxy.keys import HLS_CACHE
+from m3u_proxy.metrics import ROUTE_KINDS
 from tests.conftest import ProxyFactory
 from tests.providers import TS_PACKET, Provider
 
