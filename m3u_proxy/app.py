@@ -20,7 +20,6 @@ from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import FLUSH_LIMIT, Webhooks
 from m3u_proxy.handlers import info
 from m3u_proxy.handlers.hls import MAX_PLAYLIST_BYTES
-from m3u_proxy.handlers.playlists import playlists_ctx
 from m3u_proxy.hls.cache import SharedFetches
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import (
@@ -32,6 +31,7 @@ from m3u_proxy.keys import (
     IN_FLIGHT,
     METRICS,
     NETWORKS,
+    PLAYLIST_MANAGER,
     PLAYLISTS,
     REGISTRY,
     SESSION,
@@ -44,8 +44,10 @@ from m3u_proxy.keys import (
     WEBHOOKS,
 )
 from m3u_proxy.metrics import Metrics, Sources
+from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.routes import add_routes
+from m3u_proxy.store import kinds
 from m3u_proxy.store.sqlite import SqliteStore, Store
 from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.counters import Counters
@@ -65,11 +67,11 @@ async def _secret(config: Config, store: Store) -> str:
     """The URL-signing secret: from config, else generated once and persisted."""
     if config.auth.secret_key:
         return config.auth.secret_key
-    saved = (await store.load("settings")).get("secret")
+    saved = (await store.load(kinds.SETTINGS)).get("secret")
     if saved and isinstance(saved.get("value"), str):
         return str(saved["value"])
     secret = new_secret()
-    await store.put("settings", "secret", {"value": secret})
+    await store.put(kinds.SETTINGS, "secret", {"value": secret})
     return secret
 
 
@@ -122,6 +124,26 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     unsubscribe()
     await hooks.flush(min(app[CONFIG].server.shutdown_timeout, FLUSH_LIMIT))
     await hooks.close()
+
+
+async def _playlists_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The playlist manager and its refresh/sweep task (after the store and the session)."""
+    manager = PlaylistManager(
+        store=app[STORE],
+        registry=app[REGISTRY],
+        tracker=app[TRACKER],
+        events=app[EVENTS],
+        upstream=app[UPSTREAM],
+    )
+    await manager.load()
+    app[PLAYLIST_MANAGER] = manager
+    unsubscribe = app[EVENTS].subscribe(manager.on_event)
+    task = asyncio.create_task(manager.run())
+    yield
+    unsubscribe()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -218,7 +240,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.cleanup_ctx.extend(
         [_store_ctx(store), _session_ctx, _background_ctx, _webhooks_ctx, info.capabilities_ctx]
     )
-    app.cleanup_ctx.append(playlists_ctx)  # playlists: after the store and the session
+    app.cleanup_ctx.append(_playlists_ctx)  # playlists: after the store and the session
     app.cleanup_ctx.append(_metrics_ctx)  # reads all of the above
     add_routes(app)
     if config.server.root_path:

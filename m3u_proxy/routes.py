@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from m3u_proxy import urls
 from m3u_proxy.handlers import (
     hls,
     info,
@@ -36,13 +37,9 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_get(prefix + "/streams/{stream_id}", api.get_stream)
     r.add_delete(prefix + "/streams/{stream_id}", api.delete_stream)
     r.add_post(prefix + "/streams/{stream_id}/failover", api.trigger_failover)
-    r.add_get(prefix + "/stream/{stream_id}", playback.play, allow_head=True)
-    r.add_get(prefix + "/hls/{stream_id}/playlist.m3u8", hls.master_playlist, allow_head=True)
-    r.add_get(
-        prefix + "/hls/{stream_id}/{kind:[pskmo]}/{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}",
-        hls.resource,
-        allow_head=True,
-    )
+    r.add_get(prefix + urls.STREAM_ROUTE, playback.play, allow_head=True)
+    r.add_get(prefix + urls.HLS_PLAYLIST_ROUTE, hls.master_playlist, allow_head=True)
+    r.add_get(prefix + urls.HLS_RESOURCE_ROUTE, hls.resource, allow_head=True)
     # webhooks and metrics
     r.add_get(prefix + "/metrics", metrics.metrics_handler)
     r.add_post(prefix + "/webhooks", webhooks.create_webhook)
@@ -52,7 +49,7 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     # playlists (the .m3u export before /playlists/{playlist_id}, which would match it)
     r.add_post(prefix + "/playlists", playlists.create_playlist)
     r.add_get(prefix + "/playlists", playlists.list_playlists)
-    r.add_get(prefix + "/playlists/{playlist_id}.m3u", playlists.export_playlist, allow_head=True)
+    r.add_get(prefix + urls.PLAYLIST_EXPORT_ROUTE, playlists.export_playlist, allow_head=True)
     r.add_get(prefix + "/playlists/{playlist_id}", playlists.get_playlist)
     r.add_delete(prefix + "/playlists/{playlist_id}", playlists.delete_playlist)
     r.add_post(prefix + "/playlists/{playlist_id}/refresh", playlists.refresh_playlist)

@@ -21,9 +21,9 @@ from m3u_proxy.checks import check_headers, check_url
 from m3u_proxy.errors import ValidationFailed
 from m3u_proxy.events.bus import EVENT_TYPES, Event, envelope
 from m3u_proxy.events.delivery import Counts, Delivery, Outbox, Webhook, encode, send_once
+from m3u_proxy.store import kinds
 from m3u_proxy.store.sqlite import Store
 
-KIND = "webhook"
 TEST_EVENT = "webhook_test"  # not a bus event: only POST /webhooks/test sends it
 MAX_TIMEOUT = 60.0
 MAX_RETRIES = 10
@@ -84,7 +84,7 @@ class Webhooks:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def load(self) -> None:
-        for doc in (await self._store.load(KIND)).values():
+        for doc in (await self._store.load(kinds.WEBHOOKS)).values():
             self._start(Webhook.from_doc(doc))
 
     def _start(self, hook: Webhook) -> None:
@@ -107,7 +107,7 @@ class Webhooks:
         existing = self.get(hook.url)
         if existing is not None:
             hook = attrs.evolve(hook, created_at=existing.created_at)
-        await self._store.put(KIND, hook.webhook_id, hook.to_doc())
+        await self._store.put(kinds.WEBHOOKS, hook.webhook_id, hook.to_doc())
         outbox = self._outboxes.get(hook.url)  # looked up again: the await let others run
         if outbox is None:
             self._start(hook)
@@ -119,7 +119,7 @@ class Webhooks:
         hook = self.get(url)
         if hook is None:
             return False
-        await self._store.delete(KIND, [hook.webhook_id])
+        await self._store.delete(kinds.WEBHOOKS, [hook.webhook_id])
         if self._outboxes.pop(url, None) is not None:
             self._tasks.pop(url).cancel()  # undelivered events of a deleted webhook go
         return True

@@ -32,6 +32,7 @@ from m3u_proxy.logs import bind_context
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState
 from m3u_proxy.upstream import Failure, TooLarge, read_whole, upstream_failures
+from m3u_proxy.urls import hls_resource_path
 from m3u_proxy.web.requests import check_playback_token, player_of, stream_definition
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -127,7 +128,8 @@ def _rewritten(request: web.Request, definition: StreamDefinition, fetched: Fetc
     def make_uri(url: str, kind: UriKind) -> str:
         letter = _LETTER[kind]
         token = signer.seal(stream_id, letter, url)
-        return f"{root}/hls/{stream_id}/{letter}/{token}.{extension(url, letter)}{suffix}"
+        path = hls_resource_path(stream_id, letter, token, extension(url, letter))
+        return f"{root}{path}{suffix}"
 
     text = fetched.body.decode("utf-8", "replace")
     return rewrite_playlist(text, fetched.url, make_uri)

@@ -7,49 +7,28 @@ whose entries keep their attributes and point at this proxy. The work lives in
 """
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from aiohttp import web
 
-from m3u_proxy.keys import CONFIG, EVENTS, PLAYLIST_MANAGER, REGISTRY, STORE, TRACKER, UPSTREAM
+from m3u_proxy.keys import CONFIG, PLAYLIST_MANAGER, REGISTRY, TRACKER
 from m3u_proxy.playlists.m3u import M3UEntry, entry_group, render_m3u
-from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
 from m3u_proxy.playlists.spec import PlaylistSource, parse_spec
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import end_streams
+from m3u_proxy.urls import playlist_export_path
 from m3u_proxy.web.requests import json_body, playback_path, public_base
 
 M3U_TYPE = "audio/x-mpegurl"
 
 
-async def playlists_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The playlist manager and its refresh/sweep task (after the store and the session)."""
-    manager = PlaylistManager(
-        store=app[STORE],
-        registry=app[REGISTRY],
-        tracker=app[TRACKER],
-        events=app[EVENTS],
-        upstream=app[UPSTREAM],
-    )
-    await manager.load()
-    app[PLAYLIST_MANAGER] = manager
-    unsubscribe = app[EVENTS].subscribe(manager.on_event)
-    task = asyncio.create_task(manager.run())
-    yield
-    unsubscribe()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def _export_url(request: web.Request, playlist_id: str) -> str:
     root = request.app[CONFIG].server.root_path
-    return f"{public_base(request)}{root}/playlists/{playlist_id}.m3u"
+    return f"{public_base(request)}{root}{playlist_export_path(playlist_id)}"
 
 
 def _source(source: PlaylistSource) -> dict[str, Any]:

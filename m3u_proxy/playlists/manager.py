@@ -27,12 +27,12 @@ from m3u_proxy.playlists.fetch import fetch_playlist
 from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
 from m3u_proxy.playlists.plan import ImportPlan, plan_import, summarise_skipped
 from m3u_proxy.playlists.spec import PlaylistSpec
+from m3u_proxy.store import kinds
 from m3u_proxy.store.sqlite import Store
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker, end_streams
 from m3u_proxy.upstream import Upstream
 
-KIND = "playlist"
 SAVE_BATCH = 2000  # definitions per transaction: bounds each event-loop stall to ~20 ms
 log = get_logger(__name__)
 
@@ -56,7 +56,7 @@ class PlaylistManager:
         self._wake = asyncio.Event()
 
     async def load(self) -> None:
-        docs = await self._store.load(KIND)
+        docs = await self._store.load(kinds.PLAYLISTS)
         loaded = await asyncio.to_thread(
             lambda: [Playlist.from_docs(doc, docs) for key, doc in docs.items() if "/" not in key]
         )
@@ -158,10 +158,10 @@ class PlaylistManager:
         )
         playlist.schedule()
         # One transaction for the playlist and all its channel documents.
-        await self._store.put_many(KIND, await asyncio.to_thread(playlist.to_docs))
+        await self._store.put_many(kinds.PLAYLISTS, await asyncio.to_thread(playlist.to_docs))
         if previous is not None and previous.channel_docs > playlist.channel_docs:
             stale = range(playlist.channel_docs, previous.channel_docs)
-            await self._store.delete(KIND, [f"{playlist_id}/{n}" for n in stale])
+            await self._store.delete(kinds.PLAYLISTS, [f"{playlist_id}/{n}" for n in stale])
         self.playlists[playlist_id] = playlist
         self._wake.set()
         report = ImportReport(
@@ -216,7 +216,7 @@ class PlaylistManager:
             playlist = self.get(playlist_id)
             del self.playlists[playlist_id]
             channel_keys = [f"{playlist_id}/{n}" for n in range(playlist.channel_docs)]
-            await self._store.delete(KIND, [playlist_id, *channel_keys])
+            await self._store.delete(kinds.PLAYLISTS, [playlist_id, *channel_keys])
             self._wake.set()
             owned = (playlist.stream_ids() | playlist.retired) - self.referenced()
             return [

@@ -17,11 +17,11 @@ import attrs
 from m3u_proxy.checks import check_header_value, check_headers, check_url, is_empty
 from m3u_proxy.clock import utc_now
 from m3u_proxy.errors import ValidationFailed
+from m3u_proxy.store import kinds
 from m3u_proxy.store.sqlite import Doc, Store
 
 StreamType = Literal["auto", "live", "vod", "hls"]
 STREAM_TYPES: tuple[StreamType, ...] = ("auto", "live", "vod", "hls")
-KIND = "stream"
 STRICT_LIVE_STALL = 2.0  # seconds without a byte before a strict_live_ts stream fails over
 
 # m3u-editor's silence-detection settings: accepted, stored and shown, not acted on.
@@ -213,7 +213,7 @@ class Registry:
         self._streams: dict[str, StreamDefinition] = {}
 
     async def load(self) -> None:
-        docs = await self._store.load(KIND)
+        docs = await self._store.load(kinds.STREAMS)
         self._streams = {key: StreamDefinition.from_doc(doc) for key, doc in docs.items()}
 
     def get(self, stream_id: str) -> StreamDefinition | None:
@@ -228,18 +228,18 @@ class Registry:
     async def save(self, definition: StreamDefinition) -> bool:
         """Persist, then publish in memory; True when the stream is new."""
         created = definition.stream_id not in self._streams
-        await self._store.put(KIND, definition.stream_id, definition.to_doc())
+        await self._store.put(kinds.STREAMS, definition.stream_id, definition.to_doc())
         self._streams[definition.stream_id] = definition
         return created
 
     async def save_many(self, definitions: Iterable[StreamDefinition]) -> None:
         batch = {d.stream_id: d for d in definitions}
-        await self._store.put_many(KIND, {k: d.to_doc() for k, d in batch.items()})
+        await self._store.put_many(kinds.STREAMS, {k: d.to_doc() for k, d in batch.items()})
         self._streams.update(batch)
 
     async def delete(self, stream_ids: Iterable[str]) -> list[StreamDefinition]:
         gone = [self._streams[i] for i in dict.fromkeys(stream_ids) if i in self._streams]
-        await self._store.delete(KIND, [d.stream_id for d in gone])
+        await self._store.delete(kinds.STREAMS, [d.stream_id for d in gone])
         for definition in gone:
             self._streams.pop(definition.stream_id, None)
         return gone

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from m3u_proxy import urls
 from m3u_proxy.errors import ApiError, Forbidden, Unauthorized
 from m3u_proxy.keys import CONFIG, METRICS
 from m3u_proxy.logs import bound_context, get_logger
@@ -30,7 +31,6 @@ log = get_logger("m3u_proxy.access")
 errlog = get_logger("m3u_proxy.errors")
 
 # Routes reachable without the management token (API.md "Auth").
-_OPEN_PREFIXES = ("/stream/", "/hls/")
 _OPEN_PATHS = frozenset({"/health", "/openapi.json"})
 _STARTED = web.RequestKey("metrics_request_started", float)
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -68,7 +68,7 @@ def route_path(request: web.Request) -> str:
 
 def is_management(request: web.Request) -> bool:
     path = route_path(request)
-    return path not in _OPEN_PATHS and not path.startswith(_OPEN_PREFIXES)
+    return path not in _OPEN_PATHS and not path.startswith(urls.PLAYER_PREFIXES)
 
 
 @web.middleware
@@ -141,9 +141,9 @@ def route_kind(request: web.Request) -> str:
     if request.match_info.route.resource is None:
         return "other"  # no route matched (404, 405)
     path = route_path(request)
-    if path.startswith("/stream/"):
+    if path.startswith(urls.STREAM_PREFIX):
         return "stream"
-    if path.startswith("/hls/"):
+    if path.startswith(urls.HLS_PREFIX):
         return "hls"
     return "management" if is_management(request) else "other"
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from m3u_proxy import urls
 from m3u_proxy.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from m3u_proxy.keys import CONFIG, NETWORKS, REGISTRY, SIGNER, Network
 from m3u_proxy.logs import bind_context
@@ -156,7 +157,7 @@ def playback_path(request: web.Request, stream_id: str, hls: bool) -> str:
     """The path a player uses for a stream, with root_path and the playback token."""
     app = request.app
     root = app[CONFIG].server.root_path
-    path = f"{root}/hls/{stream_id}/playlist.m3u8" if hls else f"{root}/stream/{stream_id}"
+    path = root + (urls.hls_playlist_path(stream_id) if hls else urls.stream_path(stream_id))
     if app[CONFIG].auth.playback_auth:
         path += f"?token={app[SIGNER].playback_token(stream_id)}"
     return path
