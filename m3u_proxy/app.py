@@ -18,11 +18,11 @@ from aiohttp import web
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import FLUSH_LIMIT, Webhooks
-from m3u_proxy.handlers import info
 from m3u_proxy.handlers.hls import MAX_PLAYLIST_BYTES
 from m3u_proxy.hls.cache import SharedFetches
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import (
+    CAPABILITIES,
     CONFIG,
     COOLDOWNS,
     EVENTS,
@@ -56,6 +56,7 @@ from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.sampler import run_sampler
 from m3u_proxy.streams.tracking import Tracker
 from m3u_proxy.tokens import Signer, new_secret
+from m3u_proxy.transcode.capabilities import Capabilities
 from m3u_proxy.upstream import Upstream, build_session
 from m3u_proxy.web import middlewares
 from m3u_proxy.web.requests import parse_networks
@@ -161,6 +162,13 @@ async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _capabilities_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What ffmpeg and the hardware offer (detected once, on first use)."""
+    app[CAPABILITIES] = Capabilities()
+    yield
+    await app[CAPABILITIES].close()
+
+
 async def _end_tracking(app: web.Application) -> None:
     """``on_shutdown``, before the streams end: every viewer leaves with reason ``shutdown``.
 
@@ -238,7 +246,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.on_shutdown.append(_end_tracking)  # first: its stream_stopped events still go out
     app.on_shutdown.append(_end_live_streams)
     app.cleanup_ctx.extend(
-        [_store_ctx(store), _session_ctx, _background_ctx, _webhooks_ctx, info.capabilities_ctx]
+        [_store_ctx(store), _session_ctx, _background_ctx, _webhooks_ctx, _capabilities_ctx]
     )
     app.cleanup_ctx.append(_playlists_ctx)  # playlists: after the store and the session
     app.cleanup_ctx.append(_metrics_ctx)  # reads all of the above

@@ -18,6 +18,7 @@ from m3u_proxy.streams.failover import Cooldowns, Failover
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
 from m3u_proxy.tokens import Signer
+from m3u_proxy.transcode.capabilities import Capabilities
 from m3u_proxy.upstream import Upstream
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -41,3 +42,4 @@ STICKY = web.AppKey("hls_sticky", StickyPlaylists)  # use_sticky_session redirec
 COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
 FAILOVER = web.AppKey("failover", Failover)
 METRICS = web.AppKey("metrics", Metrics)
+CAPABILITIES = web.AppKey("capabilities", Capabilities)  # ffmpeg and acceleration

@@ -128,6 +128,22 @@ async def read_whole(content: aiohttp.StreamReader, limit: int) -> bytes:
         parts.append(chunk)
 
 
+@attrs.frozen
+class Probe:
+    """How one reachability check went: the HTTP status, or why there was none."""
+
+    status: int | None
+    error: str | None
+
+
+@attrs.frozen
+class _Nobody:
+    """The identity of a request made for no stream: the default User-Agent only."""
+
+    user_agent: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
 class Upstream:
     """Requests to providers over the shared session, with the configured limits."""
 
@@ -165,6 +181,17 @@ class Upstream:
         with upstream_failures():
             return await self.get(url, identity, extra=extra, stall=stall)
 
+    async def probe(self, url: str, seconds: float) -> Probe:
+        """GET ``url`` once within ``seconds``; only the status is read, never the body."""
+        timeout = aiohttp.ClientTimeout(total=seconds)
+        try:
+            async with self.get(url, _Nobody(), timeout=timeout) as response:
+                return Probe(response.status, None)
+        except TimeoutError:
+            return Probe(None, f"no answer within {seconds:g} s")
+        except aiohttp.ClientError as exc:
+            return Probe(None, redact_text(f"{type(exc).__name__}: {exc}"))
+
     async def post_json(self, url: str, body: Mapping[str, Any]) -> tuple[int, Any]:
         """POST ``body`` as JSON within connect + stall timeout: (status, decoded answer).
 
@@ -176,30 +203,3 @@ class Upstream:
             if not 200 <= resp.status < 300:
                 return resp.status, None
             return resp.status, await resp.json(content_type=None)
-
-
-@attrs.frozen
-class Probe:
-    """How one reachability check went: the HTTP status, or why there was none."""
-
-    status: int | None
-    error: str | None
-
-
-async def probe(
-    session: aiohttp.ClientSession, url: str, user_agent: str, seconds: float, max_redirects: int
-) -> Probe:
-    """GET ``url`` once within ``seconds``; only the status is read, never the body."""
-    headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
-    try:
-        async with session.get(
-            url,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=seconds),
-            max_redirects=max_redirects,
-        ) as response:
-            return Probe(response.status, None)
-    except TimeoutError:
-        return Probe(None, f"no answer within {seconds:g} s")
-    except aiohttp.ClientError as exc:
-        return Probe(None, redact_text(f"{type(exc).__name__}: {exc}"))

@@ -7,28 +7,18 @@ failover resolver. Neither ever shows a secret (token, signing key, header value
 
 import os
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from m3u_proxy import __version__
 from m3u_proxy.checks import check_url
-from m3u_proxy.keys import CONFIG, SESSION
-from m3u_proxy.transcode.capabilities import Capabilities
-from m3u_proxy.upstream import probe
+from m3u_proxy.keys import CAPABILITIES, CONFIG, UPSTREAM
 from m3u_proxy.web.requests import json_body
 
-CAPABILITIES = web.AppKey("capabilities", Capabilities)
 TEST_SECONDS = 5.0  # API.md: the proxy GETs the URL with a 5 s deadline
 # Live viewers each have their own provider connection until shared channels exist.
 SHARING_STRATEGY = "never"
-
-
-async def capabilities_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[CAPABILITIES] = Capabilities()
-    yield
-    await app[CAPABILITIES].close()
 
 
 async def info(request: web.Request) -> web.Response:
@@ -74,10 +64,7 @@ async def test_connection(request: web.Request) -> web.Response:
     """
     body = await json_body(request)
     url = check_url("url", body.get("url") if isinstance(body, dict) else None)
-    config = request.app[CONFIG].upstream
-    result = await probe(
-        request.app[SESSION], url, config.user_agent, TEST_SECONDS, config.max_redirects
-    )
+    result = await request.app[UPSTREAM].probe(url, TEST_SECONDS)
     if result.status is None:
         success, message = False, f"could not reach the URL: {result.error}"
     elif result.status >= 500:

@@ -142,7 +142,7 @@ class TestHandler:
 class TestStaticCopy:
     @pytest.mark.timeout(30)
     def test_repository_copy_is_current(self) -> None:
-        """openapi.json at the repository root is exactly ``python -m m3u_proxy.openapi``."""
+        """openapi.json at the repository root is what ``-m m3u_proxy.handlers.openapi`` prints."""
         printed = subprocess.run(
             [sys.executable, "-m", "m3u_proxy.handlers.openapi"],
             check=True,
@@ -150,4 +150,4 @@ class TestStaticCopy:
             cwd=ROOT,
         ).stdout
         static = (ROOT / "openapi.json").read_bytes()
-        assert static == printed, "regenerate: python -m m3u_proxy.openapi > openapi.json"
+        assert static == printed, "regenerate: python -m m3u_proxy.handlers.openapi > openapi.json"

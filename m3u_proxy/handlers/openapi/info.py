@@ -1,10 +1,9 @@
 """OpenAPI description of ``GET /info`` and ``POST /test-connection`` (m3u-editor's shapes).
 
-Kept beside `m3u_proxy.handlers.openapi` (paths) and `openapi_schemas` (the other
-shapes); both are merged into the one document.
+Merged into the one document with the other shapes (`components`).
 """
 
-from m3u_proxy.handlers.openapi_schemas import (
+from m3u_proxy.handlers.openapi.types import (
     BOOLEAN,
     HTTP_URL,
     MAYBE_STRING,

@@ -1,63 +1,30 @@
-"""The data shapes of the HTTP API as JSON Schema (OpenAPI 3.1 ``components``).
-
-Plain data, kept beside `m3u_proxy.openapi` (which holds the paths): one entry per
-request body or response object of API.md, named as API.md names them (StreamStat,
-ClientStat, ...). Objects list the fields a response always carries as ``required`` and
-allow more, so a client written against this document survives new fields.
-"""
-
-from typing import Any
+"""The larger request and response shapes of the API (JSON Schema), one function each."""
 
 from m3u_proxy.checks import MAX_URL_LENGTH
 from m3u_proxy.events.bus import EVENT_TYPES
 from m3u_proxy.events.webhooks import MAX_RETRIES, MAX_SECRET_LENGTH, MAX_TIMEOUT
+from m3u_proxy.handlers.openapi.types import (
+    BOOLEAN,
+    HEADERS_IN,
+    HTTP_URL,
+    INTEGER,
+    MAYBE_NUMBER,
+    MAYBE_STRING,
+    MAYBE_TIME,
+    MD5_ID,
+    NUMBER,
+    SILENCE_SCHEMAS,
+    STRING,
+    STRING_MAP,
+    STRINGS,
+    TIME,
+    Schema,
+    array,
+    obj,
+    ref,
+)
 from m3u_proxy.playlists.spec import MAX_FAILOVER_PLAYLISTS, MAX_NAME, MAX_REFRESH, MIN_REFRESH
 from m3u_proxy.streams.registry import SILENCE_FIELDS, STREAM_TYPES
-
-Schema = dict[str, Any]
-
-STRING: Schema = {"type": "string"}
-INTEGER: Schema = {"type": "integer"}
-NUMBER: Schema = {"type": "number"}
-BOOLEAN: Schema = {"type": "boolean"}
-TIME: Schema = {"type": "string", "format": "date-time", "description": "ISO 8601 UTC, `Z`"}
-MAYBE_STRING: Schema = {"type": ["string", "null"]}
-MAYBE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
-MAYBE_NUMBER: Schema = {"type": ["number", "null"]}
-STRINGS: Schema = {"type": "array", "items": STRING}
-STRING_MAP: Schema = {"type": "object", "additionalProperties": STRING}
-HTTP_URL: Schema = {
-    "type": "string",
-    "format": "uri",
-    "maxLength": MAX_URL_LENGTH,
-    "description": "an absolute http:// or https:// URL with a host",
-}
-HEADERS_IN: Schema = {
-    # An empty array too: PHP clients (m3u-editor) encode an empty map as [].
-    "type": ["object", "null", "array"],
-    "maxItems": 0,
-    "additionalProperties": {"type": "string", "description": "no CR, LF or NUL"},
-    "description": "extra upstream request headers; a CR/LF/NUL in a value is a 422",
-}
-MD5_ID: Schema = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
-SILENCE_SCHEMAS: dict[type, Schema] = {bool: BOOLEAN, float: NUMBER}
-
-
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
-    """An object schema whose ``required`` fields are always present."""
-    return {
-        "type": "object",
-        "properties": {**required, **(optional or {})},
-        "required": list(required),
-    }
-
-
-def array(items: Schema) -> Schema:
-    return {"type": "array", "items": items}
 
 
 def _stream_stat() -> Schema:
@@ -389,125 +356,3 @@ def _playlist_detail() -> Schema:
     summary["properties"] |= {"header_attrs": STRING_MAP, "skipped": array(ref("SkippedLine"))}
     summary["required"] += ["header_attrs", "skipped"]
     return summary
-
-
-def component_schemas() -> dict[str, Schema]:
-    """Every named schema of the document."""
-    return {
-        "Error": obj({"detail": {**STRING, "description": "a human sentence"}}),
-        "Message": obj({"message": STRING}),
-        "Health": obj(
-            {
-                "status": {"const": "healthy"},
-                "version": STRING,
-                "uptime_seconds": NUMBER,
-                "active_streams": INTEGER,
-                "active_clients": INTEGER,
-                "stats": obj(
-                    dict.fromkeys(
-                        ("active_streams", "active_clients", "total_clients", "total_bytes_served"),
-                        INTEGER,
-                    )
-                ),
-            }
-        ),
-        "StreamStat": _stream_stat(),
-        "ClientStat": _client_stat(),
-        "Stats": obj(
-            {
-                **dict.fromkeys(
-                    (
-                        "total_streams",
-                        "active_streams",
-                        "total_clients",
-                        "active_clients",
-                        "total_bytes_served",
-                        "total_segments_served",
-                        "upstream_connections",
-                        "failovers_total",
-                    ),
-                    INTEGER,
-                ),
-                "uptime_seconds": NUMBER,
-                "streams": array(ref("StreamStat")),
-                "clients": array(ref("ClientStat")),
-            }
-        ),
-        "StreamList": obj({"streams": array(ref("StreamStat")), "total": INTEGER}),
-        "ClientList": obj(
-            {"clients": array(ref("ClientStat")), "total": INTEGER, "total_clients": INTEGER}
-        ),
-        "ClientDetail": obj({"client": ref("ClientStat")}),
-        "StreamRegistration": _stream_registration(),
-        "StreamRegistered": _stream_registered(),
-        "StreamDetail": obj(
-            {
-                "stream": ref("StreamStat"),
-                "clients": array(ref("ClientStat")),
-                "client_count": INTEGER,
-            }
-        ),
-        "FailoverResult": obj(
-            {
-                "message": STRING,
-                "new_url": STRING,
-                "failover_index": INTEGER,
-                "failover_attempts": INTEGER,
-                "active_clients": INTEGER,
-            }
-        ),
-        "MetadataMatch": _metadata_match(),
-        "MetadataMatches": obj(
-            {
-                "filter": obj({"field": STRING, "value": STRING}),
-                "active_only": BOOLEAN,
-                "matching_streams": array(ref("MetadataMatch")),
-                "total_matching": INTEGER,
-                "total_clients": INTEGER,
-            }
-        ),
-        "MetadataCounts": obj(
-            {
-                "field": STRING,
-                "counts": {"type": "object", "additionalProperties": INTEGER},
-            }
-        ),
-        "MetadataDeletion": obj(
-            {
-                "message": STRING,
-                "deleted_streams": STRINGS,
-                "skipped_streams": array(obj({"stream_id": STRING, "reason": STRING})),
-                "deleted_count": INTEGER,
-            }
-        ),
-        "OldestDeletion": obj(
-            {
-                "message": STRING,
-                "deleted_stream": STRING,
-                "deleted_streams": STRINGS,
-                "deleted_count": {"const": 1},
-                "stream_age_seconds": {**NUMBER, "description": "seconds since its created_at"},
-            }
-        ),
-        "WebhookRegistration": _webhook_in(),
-        "Delivery": _delivery(),
-        "Webhook": _webhook(),
-        "WebhookList": obj({"webhooks": array(ref("Webhook")), "total": INTEGER}),
-        "WebhookDeleted": obj({"message": STRING, "url": STRING}),
-        "WebhookToDelete": obj({"webhook_url": {**STRING, "minLength": 1}}),
-        "WebhookTest": {
-            "allOf": [
-                ref("Delivery"),
-                obj({"event_id": STRING, "event_type": {"const": "webhook_test"}}),
-            ]
-        },
-        "PlaylistImport": _playlist_source(top_level=True),
-        "PlaylistSource": _playlist_source(top_level=False),
-        "PlaylistSourceView": _source_view(),
-        "SkippedLine": _skipped(),
-        "ImportReport": _import_report(),
-        "PlaylistSummary": _playlist_summary(),
-        "PlaylistList": obj({"playlists": array(ref("PlaylistSummary")), "total": INTEGER}),
-        "PlaylistDetail": obj({"playlist": _playlist_detail()}),
-        "PlaylistDeleted": obj({"message": STRING, "deleted_streams": INTEGER}),
-    }
