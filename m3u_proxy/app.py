@@ -16,9 +16,16 @@ from aiohttp import web
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.handlers import info, metrics, webhooks
-from m3u_proxy.handlers.hls import HLS_CACHE, MAX_PLAYLIST_BYTES, PLAYLISTS, STICKY
+from m3u_proxy.handlers.hls import (
+    HLS_CACHE,
+    MAX_PLAYLIST_BYTES,
+    MAX_SHARED_BYTES,
+    PLAYLISTS,
+    STICKY,
+)
 from m3u_proxy.handlers.playlists import playlists_ctx
-from m3u_proxy.hls.cache import SharedFetches
+from m3u_proxy.hls.cache import BoundedCache, SharedFetches
+from m3u_proxy.hls.download import SharedDownloads
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import (
     CONFIG,
@@ -73,6 +80,9 @@ def _store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SESSION] = build_session(app[CONFIG].upstream)
     yield
+    # HLS fetches still running (prefetch, or players gone) end before their session.
+    await app[HLS_CACHE].close()
+    await app[PLAYLISTS].close()
     await app[SESSION].close()
 
 
@@ -105,9 +115,10 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[TRACKER] = Tracker(app[EVENTS], config.clients.stream_timeout)
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
     hls_config = config.hls
-    app[HLS_CACHE] = SharedFetches(
+    segments = BoundedCache(
         hls_config.hls_cache_entries, hls_config.hls_cache_max_bytes, hls_config.hls_cache_ttl
     )
+    app[HLS_CACHE] = SharedDownloads(segments, MAX_SHARED_BYTES)
     app[PLAYLISTS] = SharedFetches(256, MAX_PLAYLIST_BYTES * 4, 0.0)
     app[STICKY] = StickyPlaylists()
     app[metrics.METRICS] = metrics.Metrics(app)

@@ -39,7 +39,7 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_get(prefix + "/stream/{stream_id}", playback.play, allow_head=True)
     r.add_get(prefix + "/hls/{stream_id}/playlist.m3u8", hls.master_playlist, allow_head=True)
     r.add_get(
-        prefix + "/hls/{stream_id}/{kind:[pskmo]}/{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}",
+        prefix + "/hls/{stream_id}/{kind:[pskmoh]}/{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}",
         hls.resource,
         allow_head=True,
     )

@@ -88,6 +88,30 @@ def request_timeout(config: UpstreamConfig, stall: float | None) -> aiohttp.Clie
     )
 
 
+async def open_get(
+    session: aiohttp.ClientSession,
+    config: UpstreamConfig,
+    definition: StreamDefinition,
+    url: str,
+    extra: Mapping[str, str] | None = None,
+    *,
+    wait: float | None = None,
+) -> aiohttp.ClientResponse:
+    """GET ``url`` for ``definition``: its headers, timeouts and redirect limit.
+
+    The answer's headers have arrived; the caller reads the body and closes it
+    (``async with``). ``wait`` replaces the silence allowed before and between bytes
+    for requests the provider may hold on purpose (LL-HLS blocking reloads and
+    preload hints). aiohttp's errors propagate unchanged.
+    """
+    return await session.get(
+        url,
+        headers=upstream_headers(definition, config.user_agent, extra),
+        timeout=request_timeout(config, wait or definition.stall),
+        max_redirects=config.max_redirects,
+    )
+
+
 @attrs.frozen
 class Probe:
     """How one reachability check went: the HTTP status, or why there was none."""

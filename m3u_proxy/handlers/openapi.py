@@ -83,6 +83,14 @@ PLAYER = [
     _query("token", "The signed playback token (required with `auth.playback_auth`)."),
 ]
 RANGE = _param("Range", "header", STRING, "Forwarded to the provider (VOD, segments).")
+# LL-HLS delivery directives (RFC 8216bis 6.2.5): forwarded to the provider.
+LL_HLS = [
+    _query("_HLS_msn", "Blocking reload: wait for this media sequence number.", pattern="^[0-9]+$"),
+    _query(
+        "_HLS_part", "Blocking reload: and this part of it (needs `_HLS_msn`).", pattern="^[0-9]+$"
+    ),
+    _query("_HLS_skip", "Delta update: `YES` or `v2`.", enum=["YES", "v2"]),
+]
 
 
 def _op(
@@ -352,15 +360,16 @@ def _playback() -> dict[str, Schema]:
         "playback",
         "The stream's HLS playlist, rewritten to point at this proxy.",
         {200: _body("application/vnd.apple.mpegurl", "The rewritten playlist.")},
-        params=[STREAM_ID, *PLAYER],
-        errors=(403, 404, 502, 504),
+        params=[STREAM_ID, *PLAYER, *LL_HLS],
+        errors=(400, 403, 404, 502, 504),
         management=False,
     )
     upstream = "The provider's error status, passed on."
     resource = _op(
         "hls_resource",
         "playback",
-        "A sub-playlist (p), segment (s), key (k), init map (m) or other resource (o).",
+        "A sub-playlist (p), segment or part (s), preload hint (h), key (k), init map (m) "
+        "or other resource (o). Bytes pass on as the provider sends them.",
         {
             200: {"description": "The resource as the provider sent it.", "content": any_bytes},
             206: {"description": "The requested range.", "content": any_bytes},
@@ -369,13 +378,14 @@ def _playback() -> dict[str, Schema]:
         },
         params=[
             STREAM_ID,
-            _path_id("kind", "What the URI was in its playlist.", {"enum": list("pskmo")}),
+            _path_id("kind", "What the URI was in its playlist.", {"enum": list("pskmoh")}),
             _path_id("token", "Opaque; seals the upstream URL.", {"pattern": "^[A-Za-z0-9_-]+$"}),
             _path_id("ext", "The upstream URL's extension.", {"pattern": "^[A-Za-z0-9]{1,5}$"}),
             *PLAYER[:3],
             RANGE,
+            *LL_HLS,
         ],
-        errors=(403, 404),
+        errors=(400, 403, 404),
         management=False,
     )
     return {

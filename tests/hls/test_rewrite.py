@@ -138,7 +138,7 @@ CASES: dict[str, Case] = {
             line("fileSequence268.mp4", "segment", LL + "2M/fileSequence268.mp4"),
             attr('URI="filePart269.0.mp4"', "segment", LL + "2M/filePart269.0.mp4"),
             attr('URI="filePart269.1.mp4"', "segment", LL + "2M/filePart269.1.mp4"),
-            attr('URI="filePart269.2.mp4"', "segment", LL + "2M/filePart269.2.mp4"),
+            attr('URI="filePart269.2.mp4"', "hint", LL + "2M/filePart269.2.mp4"),
             attr('URI="init-next.mp4"', "map", LL + "2M/init-next.mp4"),
             attr('URI="../1M/lowLatency.m3u8"', "playlist", LL + "1M/lowLatency.m3u8"),
             attr('URI="../4M/lowLatency.m3u8"', "playlist", LL + "4M/lowLatency.m3u8"),
@@ -506,7 +506,7 @@ class TestRewritePlaylist:
     @pytest.mark.parametrize(
         ("hint", "kind"),
         [
-            ('#EXT-X-PRELOAD-HINT:TYPE=PART,URI="p.mp4"', "segment"),
+            ('#EXT-X-PRELOAD-HINT:TYPE=PART,URI="p.mp4"', "hint"),
             ('#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="p.mp4"', "map"),
             ('#EXT-X-PRELOAD-HINT:URI="p.mp4",TYPE=MAP,BYTERANGE-START=0', "map"),
         ],
