@@ -167,6 +167,8 @@ async def _segment(
     range_header = request.headers.get("Range")
     # A preload hint names a part the provider may still be making: it may hold it.
     answer = fetcher.segment(url, range_header, blocking=letter == "h")
+    if answer is None:
+        return await _pipe(request, fetcher, url, range_header, client)
     if isinstance(answer, Fetched):
         return serve.cached_response(
             request, answer, serve.player_headers(answer.headers, url, letter), client
@@ -174,15 +176,26 @@ async def _segment(
     try:
         await answer.started()
     except Failure as exc:
-        if exc.reason != "too_large":
-            return serve.failure_response(exc)
-        try:
-            upstream = await fetcher.open(url, range_header)
-        except Failure as failed:
-            return serve.failure_response(failed)
-        chunk_size = request.app[CONFIG].upstream.chunk_size
-        return await serve.stream_through(request, upstream, chunk_size, client)
+        if exc.reason == "too_large":
+            return await _pipe(request, fetcher, url, range_header, client)
+        return serve.failure_response(exc)
     if answer.status >= 400:
         return serve.error_response(answer.status, f"provider answered {answer.status}")
     headers = serve.player_headers(answer.headers, url, letter)
     return await serve.send_download(request, answer, headers, client)
+
+
+async def _pipe(
+    request: web.Request,
+    fetcher: HlsFetcher,
+    url: str,
+    range_header: str | None,
+    client: ClientState,
+) -> web.StreamResponse:
+    """A body too large to share, piped from its own provider request."""
+    try:
+        upstream = await fetcher.open(url, range_header)
+    except Failure as exc:
+        return serve.failure_response(exc)
+    chunk_size = request.app[CONFIG].upstream.chunk_size
+    return await serve.stream_through(request, upstream, chunk_size, client)

@@ -18,7 +18,7 @@ Only asyncio: the provider side is driven by the caller (`start`, `feed`, `finis
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from m3u_proxy.hls.cache import BoundedCache, Fetched
 from m3u_proxy.streams.failover import Failure
@@ -82,7 +82,7 @@ class Download:
         if self.status == 0 and self.error is not None:
             raise self.error
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes]:
         """The body from its first byte, as it arrives; `Failure` if it breaks off."""
         index = 0
         while True:
@@ -117,6 +117,11 @@ class SharedDownloads:
         self._running: dict[str, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._groups: collections.Counter[str] = collections.Counter()
+        # Keys whose provider answer was too large to share: piped from then on.
+        self._large: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def too_large(self, key: str) -> bool:
+        return key in self._large
 
     def running(self, key: str) -> bool:
         return key in self._running
@@ -162,6 +167,10 @@ class SharedDownloads:
             await fill(download)
         except Failure as exc:
             download.fail(exc)
+            if exc.reason == "too_large":
+                self._large[key] = None
+                if len(self._large) > 1024:
+                    self._large.popitem(last=False)
         except BaseException:
             download.fail(Failure("reset", detail="fetch stopped"))
             raise

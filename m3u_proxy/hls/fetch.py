@@ -141,11 +141,15 @@ class HlsFetcher:
     def segment_key(self, url: str, range_header: str | None) -> str:
         return f"{self.definition.stream_id}|{url}|{range_header or ''}"
 
-    def segment(self, url: str, range_header: str | None, *, blocking: bool) -> Fetched | Download:
-        """A segment, part, key or map: cached, being downloaded, or downloaded from now."""
-        return self.segments.get(
-            self.segment_key(url, range_header), self._filler(url, range_header, blocking)
-        )
+    def segment(
+        self, url: str, range_header: str | None, *, blocking: bool
+    ) -> Fetched | Download | None:
+        """A segment, part, key or map: cached, being downloaded, or downloaded from now;
+        None when it is known to be too large to share (the caller pipes it)."""
+        key = self.segment_key(url, range_header)
+        if self.segments.too_large(key):
+            return None
+        return self.segments.get(key, self._filler(url, range_header, blocking))
 
     def _filler(self, url: str, range_header: str | None, blocking: bool) -> "_Fill":
         return _Fill(self, url, range_header, blocking)
