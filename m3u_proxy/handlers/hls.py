@@ -37,6 +37,7 @@ PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 _LETTER: dict[UriKind, str] = {
     "playlist": "p",
     "segment": "s",
+    "part": "s",
     "hint": "h",
     "key": "k",
     "map": "m",

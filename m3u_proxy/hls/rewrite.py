@@ -25,7 +25,7 @@ import attrs
 
 __all__ = ["PlaylistInfo", "UriKind", "looks_like_playlist", "playlist_info", "rewrite_playlist"]
 
-UriKind = Literal["playlist", "segment", "hint", "key", "map", "other"]
+UriKind = Literal["playlist", "segment", "part", "hint", "key", "map", "other"]
 
 # Captures the terminators so that joining the pieces back gives the exact input:
 # even indexes hold line contents, odd indexes the terminator that ended each line.
@@ -52,7 +52,7 @@ _URI_TAGS: dict[str, tuple[str, UriKind]] = {
     "#EXT-X-MEDIA": ("URI", "playlist"),
     "#EXT-X-I-FRAME-STREAM-INF": ("URI", "playlist"),
     "#EXT-X-RENDITION-REPORT": ("URI", "playlist"),
-    "#EXT-X-PART": ("URI", "segment"),
+    "#EXT-X-PART": ("URI", "part"),
     "#EXT-X-PRELOAD-HINT": ("URI", "hint"),
     "#EXT-X-KEY": ("URI", "key"),
     "#EXT-X-SESSION-KEY": ("URI", "key"),

@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -11,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from m3u_proxy.handlers.hls import HLS_CACHE
 from tests.handlers.test_hls import playlist, register, uris
+from tests.media import ffmpeg, needs_ffmpeg, play
 
 Client = TestClient[Any, Any]
 MIB = 1024 * 1024
@@ -157,3 +159,65 @@ class TestStreamingSegments:
         assert await Player(proxy, uri, slow).play() == slow.body
         # The first request learnt the size; the second goes straight to the pipe.
         assert slow.fetches == 3
+
+
+@pytest.fixture(scope="module")
+def hd_folder(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """A 720p MPEG-2 HLS VOD of three ~3 MB (12 Mbit/s, 2 s) segments."""
+    if needs_ffmpeg.args[0]:
+        pytest.skip("ffmpeg not installed")
+    folder = tmp_path_factory.mktemp("hd")
+    ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc2=duration=6:size=1280x720:rate=25"),
+        *("-f", "lavfi", "-i", "sine=duration=6"),
+        *("-c:v", "mpeg2video", "-b:v", "12M", "-minrate", "12M", "-maxrate", "12M"),
+        *("-bufsize", "4M", "-g", "25", "-c:a", "aac"),
+        *("-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod"),
+        str(folder / "index.m3u8"),
+    )
+    files = sorted(folder.glob("index*.ts"))
+    assert len(files) == 3
+    assert all(1_000_000 < f.stat().st_size < 4_000_000 for f in files)
+    return files
+
+
+class TestHdStream:
+    async def test_ffmpeg_plays_720p_with_multi_megabyte_segments_in_small_pieces(
+        self, proxy: Client, hd_folder: list[Path]
+    ) -> None:
+        """ffmpeg decodes a 720p stream of ~3 MB segments, each written by the provider in
+        16 KiB pieces, with no error; every segment reaches the player byte-identical."""
+        files = hd_folder
+
+        async def piecewise(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["name"]
+            folder = files[0].parent
+            if name.endswith(".m3u8"):
+                return web.FileResponse(folder / name)
+            body = (folder / name).read_bytes()
+            response = web.StreamResponse()
+            response.content_type = "video/mp2t"
+            response.content_length = len(body)
+            await response.prepare(request)
+            for start in range(0, len(body), 16 * 1024):
+                await response.write(body[start : start + 16 * 1024])
+                await asyncio.sleep(0)
+            return response
+
+        app = web.Application()
+        app.router.add_get("/{name}", piecewise)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            sid = await register(proxy, str(server.make_url("/index.m3u8")))
+            url = str(proxy.make_url(f"/hls/{sid}/playlist.m3u8"))
+            result = await asyncio.to_thread(play, url, seconds=6)
+            assert result.returncode == 0, result.stderr
+            assert result.stderr.strip() == ""
+            segments = uris(await playlist(proxy, f"/hls/{sid}/playlist.m3u8"))
+            assert len(segments) == len(files)
+            for uri, file in zip(segments, files, strict=True):
+                resp = await proxy.get(uri)
+                assert await resp.read() == file.read_bytes()
+        finally:
+            await server.close()
