@@ -17,6 +17,7 @@ Every request is recorded with its query, and `hold` counts answers still held.
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -40,6 +41,7 @@ class LlHlsOrigin:
     window: int = 6
     published: int = 0  # parts out so far, over all segments
     requests: list[Seen] = field(default_factory=list)
+    published_at: dict[int, float] = field(default_factory=dict)  # part count -> monotonic
     held: int = 0
     server: TestServer | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -54,6 +56,7 @@ class LlHlsOrigin:
     async def publish(self, count: int = 1) -> None:
         async with self._changed:
             self.published = min(self.published + count, len(self.segments) * self.parts)
+            self.published_at.setdefault(self.published, time.monotonic())
             self._changed.notify_all()
 
     async def run_clock(self) -> None:

@@ -21,7 +21,7 @@ class Fetched:
 
     status: int
     headers: dict[str, str]
-    body: bytes
+    body: bytes | bytearray  # a finished download's buffer, never changed once stored
     url: str  # the final URL after redirects (playlists resolve relative URIs with it)
 
 

@@ -1,7 +1,8 @@
 """Segments that stream while they download: one provider fetch, many readers.
 
-A `Download` is one provider answer being received. Its bytes are kept in order as
-they arrive (up to a limit: the largest body the proxy shares), and every player that
+A `Download` is one provider answer being received. Its bytes are appended to one
+buffer as they arrive (up to a limit: the largest body the proxy shares; the finished
+buffer becomes the cached body without a copy), and every player that
 asks for the segment while it runs reads them from the start at its own pace: the
 first byte reaches the player as soon as the provider sent it, not after the whole
 segment (issue #21: players size their bitrate from how bytes arrive). The fetch is
@@ -24,6 +25,9 @@ from m3u_proxy.hls.cache import BoundedCache, Fetched
 from m3u_proxy.streams.failover import Failure
 
 
+READ_SIZE = 256 * 1024
+
+
 class Download:
     """One provider answer in progress: its status, headers and the bytes so far."""
 
@@ -37,7 +41,7 @@ class Download:
         self.done = False
         self.error: Failure | None = None
         self.on_done: Callable[[], None] | None = None
-        self._parts: list[bytes] = []
+        self._body = bytearray()
         self._started = asyncio.Event()
         self._more = asyncio.Event()
 
@@ -52,7 +56,7 @@ class Download:
         """More body bytes; `Failure` ("too_large") past the limit."""
         if self.size + len(chunk) > self.limit:
             raise Failure("too_large", self.status, "upstream answer too large to share")
-        self._parts.append(chunk)
+        self._body += chunk
         self.size += len(chunk)
         self._wake()
 
@@ -61,7 +65,8 @@ class Download:
         self.done = True
         self._started.set()
         self._wake()
-        return Fetched(self.status, self.headers, b"".join(self._parts), self.url)
+        # No copy: nothing is appended after this, so the cache may share the buffer.
+        return Fetched(self.status, self.headers, self._body, self.url)
 
     def fail(self, error: Failure) -> None:
         """The provider broke off (or never answered): every reader ends with ``error``."""
@@ -84,11 +89,14 @@ class Download:
 
     async def chunks(self) -> AsyncGenerator[bytes]:
         """The body from its first byte, as it arrives; `Failure` if it breaks off."""
-        index = 0
+        offset = 0
         while True:
-            if index < len(self._parts):
-                index += 1
-                yield self._parts[index - 1]
+            if offset < self.size:
+                # A copy of at most READ_SIZE bytes: the buffer may grow (and move)
+                # while the player writes it.
+                chunk = bytes(self._body[offset : offset + READ_SIZE])
+                offset += len(chunk)
+                yield chunk
             elif self.error is not None:
                 raise self.error
             elif self.done:

@@ -265,7 +265,7 @@ def _parse_duration(value: str) -> float | None:
     return duration if 0 <= duration < float("inf") else None
 
 
-def looks_like_playlist(body: bytes) -> bool:
+def looks_like_playlist(body: bytes | bytearray) -> bool:
     """Tell whether `body` starts with ``#EXTM3U`` after an optional UTF-8 BOM and whitespace.
 
     Only the first kilobyte is examined, so this is cheap to call on large bodies.

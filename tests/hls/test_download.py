@@ -76,7 +76,7 @@ class TestDownload:
         await settle()
         cached = downloads.get("k", gate)
         assert not isinstance(cached, Download)
-        assert set(bodies) == {b"".join(PIECES)} == {cached.body}
+        assert set(bodies) == {b"".join(PIECES)} == {bytes(cached.body)}
         assert gate.calls == 1
         assert (downloads.hits, downloads.misses) == (4, 1)
 
