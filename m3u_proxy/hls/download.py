@@ -50,19 +50,25 @@ class Download:
     def start(self, status: int, headers: dict[str, str], url: str, length: int | None) -> None:
         """The provider's answer arrived: readers may now send their headers."""
         self.status, self.headers, self.url, self.length = status, headers, url, length
+        if length is not None and length <= self.limit:
+            # One allocation of the announced size (pages are touched as bytes arrive):
+            # no reallocation while the body grows.
+            self._body = bytearray(length)
         self._started.set()
 
     def feed(self, chunk: bytes) -> None:
         """More body bytes; `Failure` ("too_large") past the limit."""
         if self.size + len(chunk) > self.limit:
             raise Failure("too_large", self.status, "upstream answer too large to share")
-        self._body += chunk
-        self.size += len(chunk)
+        end = self.size + len(chunk)
+        self._body[self.size : end] = chunk  # in place when the size was announced
+        self.size = end
         self._wake()
 
     def finish(self) -> Fetched:
         """The body ended where the provider said it would: the whole answer (once)."""
         self.done = True
+        del self._body[self.size :]  # only when the provider sent less than it announced
         self._started.set()
         self._wake()
         # No copy: nothing is appended after this, so the cache may share the buffer.
@@ -94,7 +100,7 @@ class Download:
             if offset < self.size:
                 # A copy of at most READ_SIZE bytes: the buffer may grow (and move)
                 # while the player writes it.
-                chunk = bytes(self._body[offset : offset + READ_SIZE])
+                chunk = bytes(self._body[offset : min(self.size, offset + READ_SIZE)])
                 offset += len(chunk)
                 yield chunk
             elif self.error is not None:
