@@ -24,7 +24,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from m3u_proxy.hls.cache import BoundedCache, Fetched
 from m3u_proxy.streams.failover import Failure
 
-
 READ_SIZE = 256 * 1024
 
 
