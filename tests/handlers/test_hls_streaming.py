@@ -28,6 +28,8 @@ class SlowSegment:
         self.length = True  # announce Content-Length
         self.sent = 0
         self.finished = False
+        # When set, the last piece waits for it: the test decides when the body ends.
+        self.hold_last: asyncio.Event | None = None
         self.fetches = 0
         self.server: TestServer | None = None
 
@@ -47,6 +49,8 @@ class SlowSegment:
                 self.break_at = None  # the next fetch succeeds
                 return response
             await asyncio.sleep(pause)
+            if self.hold_last is not None and start + PIECE >= len(self.body):
+                await self.hold_last.wait()
             await response.write(self.body[start : start + PIECE])
             self.sent = start + PIECE
         self.finished = True
@@ -97,6 +101,7 @@ class Player:
     def __init__(self, proxy: Client, uri: str, provider: SlowSegment) -> None:
         self.proxy, self.uri, self.provider = proxy, uri, provider
         self.provider_done_at_first_byte: bool | None = None
+        self.got_bytes = False
         self.headers: dict[str, str] = {}
 
     async def play(self) -> bytes:
@@ -107,6 +112,7 @@ class Player:
             async for chunk in resp.content.iter_any():
                 if not parts:
                     self.provider_done_at_first_byte = self.provider.finished
+                    self.got_bytes = True
                 parts.append(chunk)
             return b"".join(parts)
 
@@ -118,11 +124,16 @@ class TestStreamingSegments:
         """Five players joining at different moments each get their first bytes while the
         provider is still sending, all get the identical body, from one provider fetch."""
         uri = await segment_uri(proxy, slow)
+        slow.hold_last = asyncio.Event()
         players = [Player(proxy, uri, slow) for _ in range(5)]
         tasks = [asyncio.create_task(players[0].play())]
         for index in range(1, 5):
-            await wait_for(lambda index=index: slow.sent >= index * len(slow.body) // 6)
+            await wait_for(lambda index=index: slow.sent >= index * len(slow.body) // 5)
             tasks.append(asyncio.create_task(players[index].play()))
+        # Every player holds bytes while the provider still owes its last piece.
+        await wait_for(lambda: all(p.got_bytes for p in players))
+        assert not slow.finished
+        slow.hold_last.set()
         bodies = await asyncio.gather(*tasks)
         assert all(body == slow.body for body in bodies)
         assert [p.provider_done_at_first_byte for p in players] == [False] * 5
