@@ -17,8 +17,8 @@ slow provider's segment through the proxy vs direct, RSS per in-flight shared fe
 distance from the live edge on LL-HLS through the proxy vs direct, prefetch off/on.
 
 JSON: upstream_fetches_per_segment, upstream_playlist_fetches_per_s, proxy_cpu_pct,
-ttfb_direct_ms, ttfb_proxy_ms, rss_mib_per_inflight_fetch, ll_edge_ms_direct,
-ll_edge_ms_proxy, segment_wait_ms_prefetch{0,2}_think{0.0,0.5},
+ttfb_direct_ms, ttfb_proxy_ms, rss_mib_per_inflight_fetch, ll_edge_ms_{direct,proxy},
+ll_early_reloads_{direct,proxy}, segment_wait_ms_prefetch{0,2}_think{0.0,0.5},
 upstream_fetches_per_segment_prefetch{0,2}.
 """
 
