@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import aiohttp
 import attrs
+from aiohttp.client import _RequestContextManager
 
 from m3u_proxy.config import UpstreamConfig
 from m3u_proxy.logs import redact_text
@@ -88,28 +89,30 @@ def request_timeout(config: UpstreamConfig, stall: float | None) -> aiohttp.Clie
     )
 
 
-async def open_get(
-    session: aiohttp.ClientSession,
-    config: UpstreamConfig,
-    definition: StreamDefinition,
-    url: str,
-    extra: Mapping[str, str] | None = None,
-    *,
-    wait: float | None = None,
-) -> aiohttp.ClientResponse:
-    """GET ``url`` for ``definition``: its headers, timeouts and redirect limit.
+class Upstream:
+    """Requests to providers over the shared session, with the configured limits."""
 
-    The answer's headers have arrived; the caller reads the body and closes it
-    (``async with``). ``wait`` replaces the silence allowed before and between bytes
-    for requests the provider may hold on purpose (LL-HLS blocking reloads and
-    preload hints). aiohttp's errors propagate unchanged.
-    """
-    return await session.get(
-        url,
-        headers=upstream_headers(definition, config.user_agent, extra),
-        timeout=request_timeout(config, wait or definition.stall),
-        max_redirects=config.max_redirects,
-    )
+    def __init__(self, session: aiohttp.ClientSession, config: UpstreamConfig) -> None:
+        self.session = session
+        self.config = config
+
+    def get(
+        self,
+        url: str,
+        definition: StreamDefinition,
+        *,
+        extra: Mapping[str, str] | None = None,
+        stall: float | None = None,
+    ) -> _RequestContextManager:
+        """A GET for ``definition`` (await it, or ``async with`` it): its headers, the
+        redirect limit, and ``stall`` seconds of provider silence allowed (default: the
+        configured stall timeout). aiohttp's errors pass through (`upstream_failures`)."""
+        return self.session.get(
+            url,
+            headers=upstream_headers(definition, self.config.user_agent, extra),
+            timeout=request_timeout(self.config, stall),
+            max_redirects=self.config.max_redirects,
+        )
 
 
 @attrs.frozen

@@ -25,6 +25,7 @@ from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, TRACKER
 from m3u_proxy.streams.failover import Chain, Failure
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import ClientState
+from m3u_proxy.upstream import Upstream
 from m3u_proxy.web.requests import client_ip
 
 __all__ = ["HLS_CACHE", "MAX_PLAYLIST_BYTES", "MAX_SHARED_BYTES", "PLAYLISTS", "STICKY"]
@@ -66,8 +67,7 @@ def _definition(request: web.Request) -> StreamDefinition:
 def _fetcher(request: web.Request, definition: StreamDefinition) -> HlsFetcher:
     app = request.app
     return HlsFetcher(
-        app[SESSION],
-        app[CONFIG].upstream,
+        Upstream(app[SESSION], app[CONFIG].upstream),
         app[CONFIG].hls,
         definition=definition,
         runtime=app[TRACKER].runtime(definition.stream_id),

@@ -1,8 +1,8 @@
 """The provider side of HLS: playlists, segments and prefetch for one stream.
 
-`HlsFetcher` is built per request from its collaborators (the upstream session and
-config, the stream's definition and runtime, the shared playlist and segment tables)
-and makes every provider request through `m3u_proxy.upstream`:
+`HlsFetcher` is built per request from its collaborators (`Upstream`, the stream's
+definition and runtime, the shared playlist and segment tables) and makes every
+provider request through `m3u_proxy.upstream.Upstream`:
 
 - playlists are read whole and shared between players asking within about half a
   target duration; an LL-HLS blocking reload (``_HLS_msn``/``_HLS_part``/``_HLS_skip``,
@@ -19,14 +19,14 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from m3u_proxy.config import HlsConfig, UpstreamConfig
+from m3u_proxy.config import HlsConfig
 from m3u_proxy.hls.cache import Fetched, SharedFetches
 from m3u_proxy.hls.download import Download, SharedDownloads
 from m3u_proxy.hls.rewrite import looks_like_playlist, playlist_info
 from m3u_proxy.streams.failover import Failure, upstream_failures
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import StreamRuntime
-from m3u_proxy.upstream import TooLarge, open_get, read_whole
+from m3u_proxy.upstream import TooLarge, Upstream, read_whole
 
 MAX_PLAYLIST_BYTES = 8 * 1024 * 1024
 # Anything larger is streamed straight through instead of being shared and cached.
@@ -68,8 +68,7 @@ class HlsFetcher:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        upstream: UpstreamConfig,
+        upstream: Upstream,
         hls: HlsConfig,
         *,
         definition: StreamDefinition,
@@ -77,7 +76,6 @@ class HlsFetcher:
         playlists: SharedFetches,
         segments: SharedDownloads,
     ) -> None:
-        self.session = session
         self.upstream = upstream
         self.hls = hls
         self.definition = definition
@@ -85,10 +83,10 @@ class HlsFetcher:
         self.playlists = playlists
         self.segments = segments
 
-    def _wait(self, blocking: bool) -> float | None:
+    def stall(self, blocking: bool) -> float | None:
         """Silence allowed from the provider: longer when it may hold the answer on purpose."""
         if not blocking:
-            return None
+            return self.definition.stall_timeout
         return max(self.hls.blocking_timeout, self.definition.stall_timeout or 0.0)
 
     # -- playlists --------------------------------------------------------------------
@@ -116,13 +114,8 @@ class HlsFetcher:
         self.runtime.upstream_connections += 1
         try:
             with upstream_failures():
-                async with await open_get(
-                    self.session,
-                    self.upstream,
-                    self.definition,
-                    url,
-                    extra,
-                    wait=self._wait(blocking),
+                async with self.upstream.get(
+                    url, self.definition, extra=extra, stall=self.stall(blocking)
                 ) as resp:
                     if resp.content_length is not None and resp.content_length > limit:
                         raise Failure("too_large", resp.status, "upstream answer too large")
@@ -158,7 +151,9 @@ class HlsFetcher:
         """A provider answer for the caller to pipe (bodies too large to share)."""
         extra = {"Range": range_header} if range_header else None
         with upstream_failures():
-            return await open_get(self.session, self.upstream, self.definition, url, extra)
+            return await self.upstream.get(
+                url, self.definition, extra=extra, stall=self.definition.stall_timeout
+            )
 
     # -- prefetch ---------------------------------------------------------------------
 
@@ -197,13 +192,8 @@ class _Fill:
         fetcher.runtime.upstream_connections += 1
         try:
             with upstream_failures():
-                async with await open_get(
-                    fetcher.session,
-                    fetcher.upstream,
-                    fetcher.definition,
-                    self.url,
-                    extra,
-                    wait=fetcher._wait(self.blocking),
+                async with fetcher.upstream.get(
+                    self.url, fetcher.definition, extra=extra, stall=fetcher.stall(self.blocking)
                 ) as resp:
                     length = resp.content_length
                     if length is not None and length > download.limit:
@@ -212,7 +202,7 @@ class _Fill:
                     download.start(resp.status, headers, str(resp.url), length)
                     if resp.status >= 400:
                         return  # passed on as a status; the error body is not kept
-                    read, size = resp.content.read, fetcher.upstream.chunk_size
+                    read, size = resp.content.read, fetcher.upstream.config.chunk_size
                     # A body that ends before its Content-Length (or its last chunk)
                     # raises ClientPayloadError here: the download fails, never "ends".
                     while chunk := await read(size):
