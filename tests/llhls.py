@@ -30,6 +30,7 @@ TS_PACKET = 188
 class Seen:
     path: str
     query: dict[str, str]
+    raw: str = ""  # the query string as sent
 
 
 @dataclass
@@ -124,7 +125,7 @@ class LlHlsOrigin:
     # -- HTTP ---------------------------------------------------------------------------
 
     async def _live(self, request: web.Request) -> web.Response:
-        self.requests.append(Seen(request.path, dict(request.query)))
+        self.requests.append(Seen(request.path, dict(request.query), request.query_string))
         query = request.query
         if "_HLS_msn" in query:
             part = int(query["_HLS_part"]) if "_HLS_part" in query else None
@@ -132,6 +133,12 @@ class LlHlsOrigin:
                 raise web.HTTPServiceUnavailable
         text = self.playlist(skip=query.get("_HLS_skip") in ("YES", "v2"))
         return web.Response(text=text, content_type="application/vnd.apple.mpegurl")
+
+    async def _edge(self, request: web.Request) -> web.Response:
+        """Redirects to the live playlist, query and all (a CDN's entry point)."""
+        self.requests.append(Seen(request.path, dict(request.query), request.query_string))
+        query = request.query_string
+        raise web.HTTPFound("/live.m3u8" + (f"?{query}" if query else ""))
 
     async def _master(self, request: web.Request) -> web.Response:
         self.requests.append(Seen(request.path, dict(request.query)))
@@ -163,6 +170,7 @@ class LlHlsOrigin:
         app = web.Application()
         app.router.add_get("/live.m3u8", self._live)
         app.router.add_get("/master.m3u8", self._master)
+        app.router.add_get("/edge.m3u8", self._edge)
         app.router.add_get("/seg{name:[0-9]+}.ts", self._media)
         app.router.add_get("/part{name:[0-9]+\\.[0-9]+}.ts", self._media)
         self.server = TestServer(app, host="127.0.0.1")

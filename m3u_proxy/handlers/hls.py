@@ -18,7 +18,13 @@ from m3u_proxy.handlers.playback import check_playback_token, failed_to_start
 from m3u_proxy.hls import serve
 from m3u_proxy.hls.cache import Fetched, SharedFetches
 from m3u_proxy.hls.download import SharedDownloads
-from m3u_proxy.hls.fetch import MAX_PLAYLIST_BYTES, MAX_SHARED_BYTES, HlsFetcher, directives
+from m3u_proxy.hls.fetch import (
+    MAX_PLAYLIST_BYTES,
+    MAX_SHARED_BYTES,
+    HlsFetcher,
+    directives,
+    without_directives,
+)
 from m3u_proxy.hls.rewrite import UriKind, rewrite_playlist
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, TRACKER
@@ -136,7 +142,8 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
                 raise failed from exc
     chain.delivered()
     if sticky is not None:
-        sticky.remember(definition.stream_id, chain.url, fetched.url)
+        # Remembered without this player's directives: the next reload brings its own.
+        sticky.remember(definition.stream_id, chain.url, without_directives(fetched.url))
     _player(request, definition)
     return _served(request, fetcher, fetched)
 

@@ -54,6 +54,13 @@ def with_query(url: str, params: Mapping[str, str]) -> str:
     return f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
 
 
+def without_directives(url: str) -> str:
+    """``url`` minus the delivery directives `with_query` added (a redirect keeps them)."""
+    base, _, query = url.partition("?")
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0] not in DIRECTIVES]
+    return f"{base}?{'&'.join(kept)}" if kept else base
+
+
 def sharing_window(fetched: Fetched) -> float:
     """How long players share one playlist fetch: half a target duration (live) or
     longer for a finished (VOD) playlist, which cannot change."""
@@ -86,8 +93,8 @@ class HlsFetcher:
     def stall(self, blocking: bool) -> float | None:
         """Silence allowed from the provider: longer when it may hold the answer on purpose."""
         if not blocking:
-            return self.definition.stall_timeout
-        return max(self.hls.blocking_timeout, self.definition.stall_timeout or 0.0)
+            return self.definition.stall
+        return max(self.hls.blocking_timeout, self.definition.stall or 0.0)
 
     # -- playlists --------------------------------------------------------------------
 
@@ -152,7 +159,7 @@ class HlsFetcher:
         extra = {"Range": range_header} if range_header else None
         with upstream_failures():
             return await self.upstream.get(
-                url, self.definition, extra=extra, stall=self.definition.stall_timeout
+                url, self.definition, extra=extra, stall=self.definition.stall
             )
 
     # -- prefetch ---------------------------------------------------------------------

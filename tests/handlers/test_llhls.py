@@ -91,6 +91,21 @@ class TestBlockingReloads:
         assert origin.requests_to("/live.m3u8")[-1].query == {"_HLS_msn": "4", "_HLS_part": "1"}
         assert HINT_URI.search(text) is not None
 
+    async def test_a_sticky_redirect_is_remembered_without_the_directives(
+        self, proxy: Client, origin: LlHlsOrigin
+    ) -> None:
+        """With use_sticky_session a redirected blocking reload is remembered as the bare
+        playlist URL: the next reload goes straight there with only its own directive."""
+        sid = await register(proxy, origin.url("/edge.m3u8"), use_sticky_session=True)
+        await origin.publish(10)
+        await playlist(proxy, f"/hls/{sid}/playlist.m3u8?_HLS_msn=3&_HLS_part=0")
+        await playlist(proxy, f"/hls/{sid}/playlist.m3u8?_HLS_msn=3&_HLS_part=1")
+        assert [(s.path, s.raw) for s in origin.requests] == [
+            ("/edge.m3u8", "_HLS_msn=3&_HLS_part=0"),
+            ("/live.m3u8", "_HLS_msn=3&_HLS_part=0"),
+            ("/live.m3u8", "_HLS_msn=3&_HLS_part=1"),
+        ]
+
     @pytest.mark.parametrize(
         "query", ["_HLS_msn=-1", "_HLS_msn=x", "_HLS_part=1", "_HLS_msn=1&_HLS_skip=NO"]
     )

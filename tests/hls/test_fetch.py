@@ -2,7 +2,7 @@
 
 import pytest
 
-from m3u_proxy.hls.fetch import directives, with_query
+from m3u_proxy.hls.fetch import directives, with_query, without_directives
 
 
 class TestDirectives:
@@ -45,3 +45,9 @@ class TestWithQuery:
             "http://p/a.m3u8?t=x&_HLS_msn=5&_HLS_part=1"
         )
         assert with_query("http://p/a.m3u8", {}) == "http://p/a.m3u8"
+
+    def test_directives_come_off_again(self) -> None:
+        """A redirected blocking reload's URL is remembered without the directives."""
+        assert without_directives("http://p/a.m3u8?_HLS_msn=5&_HLS_part=1") == "http://p/a.m3u8"
+        assert without_directives("http://p/a.m3u8?t=x&_HLS_skip=YES") == "http://p/a.m3u8?t=x"
+        assert without_directives("http://p/a.m3u8?t=x") == "http://p/a.m3u8?t=x"
