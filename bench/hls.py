@@ -12,7 +12,14 @@ fetch shared by all players), upstream and player playlist fetches per second, t
 players' segment errors and the proxy's CPU %. The proxy runs alone on core 0;
 ffmpeg, nginx and the players on core 1.
 
-JSON: upstream_fetches_per_segment, upstream_playlist_fetches_per_s, proxy_cpu_pct.
+Then the speed figures of issue #21 (`bench/_hls_speed.py`): time to first byte of a
+slow provider's segment through the proxy vs direct, RSS per in-flight shared fetch,
+distance from the live edge on LL-HLS through the proxy vs direct, prefetch off/on.
+
+JSON: upstream_fetches_per_segment, upstream_playlist_fetches_per_s, proxy_cpu_pct,
+ttfb_direct_ms, ttfb_proxy_ms, rss_mib_per_inflight_fetch, ll_edge_ms_{direct,proxy},
+ll_early_reloads_{direct,proxy}, segment_wait_ms_prefetch{0,2}_think{0.0,0.5},
+upstream_fetches_per_segment_prefetch{0,2}.
 """
 
 import sys
@@ -27,10 +34,12 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 
+from bench import _hls_speed as speed
 from bench._common import (
     LOAD_CORE,
     CpuMeter,
@@ -121,29 +130,26 @@ def read_access_log(path: Path) -> tuple[collections.Counter[str], int]:
     return segments, playlists
 
 
-def unavailable(why: str) -> None:
+def unavailable(why: str) -> dict[str, Any]:
     table(
         "HLS fan-in",
         ["measure", "value"],
         [["HLS route not available", why]],
     )
-    emit_json(
-        {
-            "upstream_fetches_per_segment": None,
-            "upstream_playlist_fetches_per_s": None,
-            "proxy_cpu_pct": None,
-        }
-    )
+    return {
+        "upstream_fetches_per_segment": None,
+        "upstream_playlist_fetches_per_s": None,
+        "proxy_cpu_pct": None,
+    }
 
 
-async def bench(quick: bool, proxy: Proxy, src_port: int, access_log: Path) -> None:
+async def bench(quick: bool, proxy: Proxy, src_port: int, access_log: Path) -> dict[str, Any]:
     seconds = 10.0 if quick else 20.0
     stream_id = proxy.register(f"http://127.0.0.1:{src_port}/hls/index.m3u8", stream_type="hls")
     url = f"{proxy.base}/hls/{stream_id}/playlist.m3u8"
     async with aiohttp.ClientSession() as probe, probe.get(url) as resp:
         if resp.status == 404:
-            unavailable(f"GET /hls/{{id}}/playlist.m3u8 answered 404: {await resp.text()}")
-            return
+            return unavailable(f"GET /hls/{{id}}/playlist.m3u8 answered 404: {await resp.text()}")
     # Count only the players' run: nginx writes with O_APPEND, so truncating is safe.
     await asyncio.to_thread(access_log.write_text, "")
     cpu = CpuMeter(proxy.pids)
@@ -195,13 +201,11 @@ async def bench(quick: bool, proxy: Proxy, src_port: int, access_log: Path) -> N
         [["1.0 upstream fetch per segment", fmt(per_segment, 3), verdict(ok)]],
     )
     print(f"\n{pinning_note()}; ffmpeg on core {LOAD_CORE}")
-    emit_json(
-        {
-            "upstream_fetches_per_segment": rounded(per_segment, 3),
-            "upstream_playlist_fetches_per_s": rounded(playlists / wall, 2),
-            "proxy_cpu_pct": rounded(proxy_pct, 1),
-        }
-    )
+    return {
+        "upstream_fetches_per_segment": rounded(per_segment, 3),
+        "upstream_playlist_fetches_per_s": rounded(playlists / wall, 2),
+        "proxy_cpu_pct": rounded(proxy_pct, 1),
+    }
 
 
 def start_ffmpeg(out: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -292,11 +296,13 @@ def main() -> None:
             wait_for_playlist(out / "index.m3u8", ffmpeg, root / "ffmpeg.log")
             proxy.start()
             print(pinning_note(), flush=True)
-            run_async(bench(args.quick, proxy, src_port, access_log))
+            figures = run_async(bench(args.quick, proxy, src_port, access_log))
         finally:
             proxy.stop()
             source.stop()
             stop_group(ffmpeg)
+        figures |= run_async(speed.run(args.quick, root))
+        emit_json(figures)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from aiohttp import web
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import FLUSH_LIMIT, Webhooks
-from m3u_proxy.handlers.hls import MAX_PLAYLIST_BYTES
-from m3u_proxy.hls.cache import SharedFetches
+from m3u_proxy.hls.cache import BoundedCache, SharedFetches
+from m3u_proxy.hls.download import SharedDownloads
+from m3u_proxy.hls.fetch import MAX_PLAYLIST_BYTES, MAX_SHARED_BYTES
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import (
     CAPABILITIES,
@@ -101,6 +102,9 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
         max_resolver_hops=upstream.config.max_resolver_hops,
     )
     yield
+    # HLS fetches still running (prefetch, or players gone) end before their session.
+    await app[HLS_CACHE].close()
+    await app[PLAYLISTS].close()
     await app[SESSION].close()
 
 
@@ -234,9 +238,10 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[TRACKER] = Tracker(StreamEvents(app[EVENTS]), Counters(), config.clients.stream_timeout)
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
     hls_config = config.hls
-    app[HLS_CACHE] = SharedFetches(
+    segments = BoundedCache(
         hls_config.hls_cache_entries, hls_config.hls_cache_max_bytes, hls_config.hls_cache_ttl
     )
+    app[HLS_CACHE] = SharedDownloads(segments, MAX_SHARED_BYTES)
     app[PLAYLISTS] = SharedFetches(256, MAX_PLAYLIST_BYTES * 4, 0.0)
     app[STICKY] = StickyPlaylists()
     app.on_response_prepare.append(middlewares.observe_prepared)

@@ -93,6 +93,12 @@ class HlsConfig:
     hls_cache_entries: int = _opt(64, int, "segments kept for the next clients")
     hls_cache_max_bytes: int = _opt(64 * 1_048_576, int, "bytes the segment cache holds at most")
     hls_cache_ttl: float = _opt(30.0, float, "seconds a cached segment is served")
+    prefetch_segments: int = _opt(
+        0, int, "newest live segments fetched before a player asks, per stream (0 = off)"
+    )
+    blocking_timeout: float = _opt(
+        30.0, float, "seconds an LL-HLS blocking reload or preload hint may wait for the provider"
+    )
 
 
 @attrs.frozen

@@ -9,6 +9,7 @@ from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import Webhooks
 from m3u_proxy.hls.cache import SharedFetches
+from m3u_proxy.hls.download import SharedDownloads
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.metrics import Metrics
 from m3u_proxy.playlists.manager import PlaylistManager
@@ -36,7 +37,7 @@ STARTED = web.AppKey("started_monotonic", float)
 PLAYLIST_MANAGER = web.AppKey("playlist_manager", PlaylistManager)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
-HLS_CACHE = web.AppKey("hls_cache", SharedFetches)  # segments, keys, init maps
+HLS_CACHE = web.AppKey("hls_cache", SharedDownloads)  # segments, keys, init maps
 PLAYLISTS = web.AppKey("hls_playlists", SharedFetches)  # HLS playlists, shared briefly
 STICKY = web.AppKey("hls_sticky", StickyPlaylists)  # use_sticky_session redirects
 COOLDOWNS = web.AppKey("cooldowns", Cooldowns)

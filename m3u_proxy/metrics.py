@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from m3u_proxy import __version__
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import Webhooks
-from m3u_proxy.hls.cache import SharedFetches
+from m3u_proxy.hls.download import SharedDownloads
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
 
@@ -48,7 +48,7 @@ class Sources:
     tracker: Tracker
     registry: Registry
     events: EventBus
-    hls_cache: SharedFetches
+    hls_cache: SharedDownloads
     webhooks: Webhooks
     stream_labels: bool  # events.metrics_stream_labels
 

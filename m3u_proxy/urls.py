@@ -12,7 +12,7 @@ PLAYER_PREFIXES = (STREAM_PREFIX, HLS_PREFIX)  # reachable without the managemen
 STREAM_ROUTE = STREAM_PREFIX + "{stream_id}"
 HLS_PLAYLIST_ROUTE = HLS_PREFIX + "{stream_id}/playlist.m3u8"
 HLS_RESOURCE_ROUTE = (
-    HLS_PREFIX + "{stream_id}/{kind:[pskmo]}/{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}"
+    HLS_PREFIX + "{stream_id}/{kind:[pskmoh]}/{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}"
 )
 PLAYLIST_EXPORT_ROUTE = "/playlists/{playlist_id}.m3u"
 

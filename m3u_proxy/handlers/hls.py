@@ -1,23 +1,27 @@
-"""HLS playback: playlists fetched on demand and rewritten, segments fetched once.
+"""HLS playback: playlists fetched on demand and rewritten, segments streamed once to all.
 
 ``GET /hls/{id}/playlist.m3u8`` fetches the stream's current upstream playlist (failing
 over along the chain) and rewrites every URI in it to ``/hls/{id}/{kind}/{token}.{ext}``.
 The token seals the upstream URL for this stream (`Signer.seal`), so the proxy only
 ever fetches URLs that a playlist it served named: there is no ``?url=`` and nothing
-local. Segments, keys and init sections are fetched once for all players
-(`SharedFetches`) and passed on with the provider's status and content type.
+local. The provider side lives in `m3u_proxy.hls.fetch` (one fetch per segment, bytes
+passed on as they arrive, LL-HLS directives forwarded, optional prefetch) and the
+player side in `m3u_proxy.hls.serve`; this module reads the request and the AppKeys.
 """
 
-import mimetypes
-import re
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import aiohttp
 from aiohttp import web
 
-from m3u_proxy.errors import UpstreamFailed, UpstreamTimedOut
+from m3u_proxy.errors import BadRequest, UpstreamFailed, UpstreamTimedOut
+from m3u_proxy.hls import serve
 from m3u_proxy.hls.cache import Fetched
-from m3u_proxy.hls.rewrite import UriKind, looks_like_playlist, playlist_info, rewrite_playlist
+from m3u_proxy.hls.fetch import (
+    HlsFetcher,
+    directives,
+    without_directives,
+)
+from m3u_proxy.hls.rewrite import UriKind, rewrite_playlist
 from m3u_proxy.keys import (
     CONFIG,
     FAILOVER,
@@ -31,32 +35,20 @@ from m3u_proxy.keys import (
 from m3u_proxy.logs import bind_context
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState
-from m3u_proxy.upstream import Failure, TooLarge, read_whole, upstream_failures
+from m3u_proxy.upstream import Failure
 from m3u_proxy.urls import hls_resource_path
 from m3u_proxy.web.requests import check_playback_token, player_of, stream_definition
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-MAX_PLAYLIST_BYTES = 8 * 1024 * 1024
-# Anything larger is streamed straight through instead of being shared and cached.
-MAX_SHARED_BYTES = 32 * 1024 * 1024
 _LETTER: dict[UriKind, str] = {
     "playlist": "p",
     "segment": "s",
+    "part": "s",
+    "hint": "h",
     "key": "k",
     "map": "m",
     "other": "o",
 }
-_DEFAULT_EXT = {"p": "m3u8", "s": "ts", "k": "key", "m": "mp4", "o": "bin"}
-_EXT = re.compile(r"\.([A-Za-z0-9]{1,5})$")
-_FORWARD = ("Content-Type", "Content-Range", "Last-Modified", "ETag")
-
-
-def extension(url: str, letter: str) -> str:
-    """The upstream URL's real extension (players look at it), else one for its kind."""
-    if letter == "p":
-        return "m3u8"
-    match = _EXT.search(urlsplit(url).path)
-    return match.group(1).lower() if match else _DEFAULT_EXT[letter]
 
 
 def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
@@ -65,77 +57,44 @@ def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
     return client
 
 
-async def _fetch(
-    request: web.Request,
-    definition: StreamDefinition,
-    url: str,
-    range_header: str | None,
-    limit: int,
-) -> Fetched:
-    """One upstream GET, read whole (up to ``limit``); failures raise `Failure`."""
-    extra = {"Range": range_header} if range_header else None
-    runtime = request.app[TRACKER].runtime(definition.stream_id)
-    runtime.open_upstream()
+def _fetcher(request: web.Request, definition: StreamDefinition) -> HlsFetcher:
+    app = request.app
+    return HlsFetcher(
+        app[UPSTREAM],
+        app[CONFIG].hls,
+        definition=definition,
+        runtime=app[TRACKER].runtime(definition.stream_id),
+        playlists=app[PLAYLISTS],
+        segments=app[HLS_CACHE],
+    )
+
+
+def _directives(request: web.Request) -> dict[str, str]:
     try:
-        with upstream_failures():
-            async with request.app[UPSTREAM].get(
-                url, definition, extra=extra, stall=definition.stall
-            ) as resp:
-                if resp.content_length is not None and resp.content_length > limit:
-                    raise Failure("too_large", resp.status, "upstream answer too large to share")
-                try:
-                    body = await read_whole(resp.content, limit)
-                except TooLarge as exc:
-                    raise Failure(
-                        "too_large", resp.status, "upstream answer too large to share"
-                    ) from exc
-                headers = {k: resp.headers[k] for k in _FORWARD if k in resp.headers}
-                return Fetched(resp.status, headers, body, str(resp.url))
-    finally:
-        runtime.close_upstream()
+        return directives(request.query)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
 
 
-async def _playlist_text(request: web.Request, definition: StreamDefinition, url: str) -> Fetched:
-    """A playlist, shared between players asking within about half a target duration."""
-
-    async def fetch() -> Fetched:
-        fetched = await _fetch(request, definition, url, None, MAX_PLAYLIST_BYTES)
-        if fetched.status >= 400:
-            raise Failure("http_status", fetched.status, f"provider answered {fetched.status}")
-        if not looks_like_playlist(fetched.body):
-            raise Failure("not_a_playlist", fetched.status, "provider answer is not a playlist")
-        return fetched
-
-    return await request.app[PLAYLISTS].get(f"{definition.stream_id}|{url}", fetch, _sharing_window)
-
-
-def _sharing_window(fetched: Fetched) -> float:
-    """How long players share one playlist fetch: half a target duration (live) or
-    longer for a finished (VOD) playlist, which cannot change."""
-    info = playlist_info(fetched.body.decode("utf-8", "replace"))
-    if info.ended:
-        return 30.0
-    return min((info.target_duration or 2.0) / 2, 5.0)
-
-
-def _rewritten(request: web.Request, definition: StreamDefinition, fetched: Fetched) -> str:
+def _served(request: web.Request, fetcher: HlsFetcher, fetched: Fetched) -> web.Response:
+    """The playlist rewritten for this player; its newest live segments maybe prefetched."""
     signer = request.app[SIGNER]
     root = request.app[CONFIG].server.root_path
-    stream_id = definition.stream_id
+    stream_id = fetcher.definition.stream_id
     carry = {k: request.query[k] for k in ("client_id", "username") if k in request.query}
     suffix = ("?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in carry.items())) if carry else ""
+    segments: list[str] = []
 
     def make_uri(url: str, kind: UriKind) -> str:
         letter = _LETTER[kind]
+        if kind == "segment":
+            segments.append(url)
         token = signer.seal(stream_id, letter, url)
-        path = hls_resource_path(stream_id, letter, token, extension(url, letter))
+        path = hls_resource_path(stream_id, letter, token, serve.extension(url, letter))
         return f"{root}{path}{suffix}"
 
-    text = fetched.body.decode("utf-8", "replace")
-    return rewrite_playlist(text, fetched.url, make_uri)
-
-
-def _playlist_response(text: str) -> web.Response:
+    text = rewrite_playlist(fetched.body.decode("utf-8", "replace"), fetched.url, make_uri)
+    fetcher.prefetch(segments, fetched)
     return web.Response(
         text=text, content_type=PLAYLIST_TYPE, headers={"Cache-Control": "no-cache"}
     )
@@ -145,16 +104,22 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
     """``GET /hls/{id}/playlist.m3u8``: the current upstream playlist, failing over."""
     definition = stream_definition(request)
     check_playback_token(request, definition.stream_id)
-    runtime = request.app[TRACKER].runtime(definition.stream_id)
+    asked = _directives(request)
+    fetcher = _fetcher(request, definition)
+    runtime = fetcher.runtime
     chain = request.app[FAILOVER].chain(definition, runtime)
     chain.start()
     sticky = request.app[STICKY] if definition.use_sticky_session else None
     while True:
         target = sticky.target(definition.stream_id, chain.url) if sticky else chain.url
         try:
-            fetched = await _playlist_text(request, definition, target)
+            fetched = await fetcher.playlist(target, asked)
             break
         except Failure as exc:
+            if asked and exc.reason == "http_status":
+                # The provider's answer to the directive (400: too far ahead, 503: not
+                # within three target durations) is for the player, not a dead source.
+                return serve.failure_response(exc)
             if sticky is not None and target != chain.url:
                 sticky.forget(definition.stream_id, chain.url)  # back to the original URL
                 continue
@@ -165,97 +130,68 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
                 raise failed from exc
     chain.delivered()
     if sticky is not None:
-        sticky.remember(definition.stream_id, chain.url, fetched.url)
+        # Remembered without this player's directives: the next reload brings its own.
+        sticky.remember(definition.stream_id, chain.url, without_directives(fetched.url))
     _player(request, definition)
-    return _playlist_response(_rewritten(request, definition, fetched))
+    return _served(request, fetcher, fetched)
 
 
 async def resource(request: web.Request) -> web.StreamResponse:
-    """``GET /hls/{id}/{kind}/{token}.{ext}``: a sub-playlist, segment, key or init map."""
+    """``GET /hls/{id}/{kind}/{token}.{ext}``: a sub-playlist, segment, part, key or map."""
     definition = stream_definition(request)
     letter = request.match_info["kind"]
-    token = request.match_info["token"]
-    url = request.app[SIGNER].open(definition.stream_id, letter, token)
+    url = request.app[SIGNER].open(definition.stream_id, letter, request.match_info["token"])
     if url is None:
         # Forged, altered or for another stream: refuse without contacting anyone.
         raise web.HTTPForbidden(reason="this HLS URL was not issued by this proxy")
+    asked = _directives(request) if letter == "p" else {}
     client = _player(request, definition)
+    fetcher = _fetcher(request, definition)
     if letter == "p":
         try:
-            fetched = await _playlist_text(request, definition, url)
+            fetched = await fetcher.playlist(url, asked)
         except Failure as exc:
-            return _upstream_error(exc)
-        return _playlist_response(_rewritten(request, definition, fetched))
-    return await _segment(request, definition, letter, url, client)
+            return serve.failure_response(exc)
+        return _served(request, fetcher, fetched)
+    return await _segment(request, fetcher, letter, url, client)
 
 
 async def _segment(
-    request: web.Request,
-    definition: StreamDefinition,
-    letter: str,
-    url: str,
-    client: ClientState,
+    request: web.Request, fetcher: HlsFetcher, letter: str, url: str, client: ClientState
 ) -> web.StreamResponse:
-    """A segment, key or init section: fetched once for every player, then cached."""
+    """A segment, part, key or map: from the cache, or as the provider sends it."""
     range_header = request.headers.get("Range")
-    key = f"{definition.stream_id}|{url}|{range_header or ''}"
-
-    async def fetch() -> Fetched:
-        return await _fetch(request, definition, url, range_header, MAX_SHARED_BYTES)
-
+    # A preload hint names a part the provider may still be making: it may hold it.
+    answer = fetcher.segment(url, range_header, blocking=letter == "h")
+    if answer is None:
+        return await _pipe(request, fetcher, url, range_header, client)
+    if isinstance(answer, Fetched):
+        return serve.cached_response(
+            request, answer, serve.player_headers(answer.headers, url, letter), client
+        )
     try:
-        fetched = await request.app[HLS_CACHE].get(key, fetch)
+        await answer.started()
     except Failure as exc:
         if exc.reason == "too_large":
-            return await _stream_through(request, definition, url, client)
-        return _upstream_error(exc)
-    if fetched.status >= 400:
-        return web.json_response(
-            {"detail": f"provider answered {fetched.status}"}, status=fetched.status
-        )
-    client.segments_served += 1
-    client.bytes_served += len(fetched.body)
-    headers = dict(fetched.headers)
-    if "Content-Type" not in headers or headers["Content-Type"] == "application/octet-stream":
-        guessed = mimetypes.guess_type(f"x.{extension(url, letter)}")[0]
-        headers["Content-Type"] = guessed or "application/octet-stream"
-    headers["Cache-Control"] = "max-age=60" if letter in "sm" else "no-cache"
-    if request.method == "HEAD":
-        return web.Response(status=fetched.status, headers=headers)
-    return web.Response(status=fetched.status, body=fetched.body, headers=headers)
+            return await _pipe(request, fetcher, url, range_header, client)
+        return serve.failure_response(exc)
+    if answer.status >= 400:
+        return serve.error_response(answer.status, f"provider answered {answer.status}")
+    headers = serve.player_headers(answer.headers, url, letter)
+    return await serve.send_download(request, answer, headers, client)
 
 
-def _upstream_error(exc: Failure) -> web.Response:
-    status = 504 if exc.reason == "timeout" else 502
-    if exc.reason in ("http_status", "not_a_playlist") and exc.status and exc.status >= 400:
-        status = exc.status
-    return web.json_response({"detail": exc.detail}, status=status)
-
-
-async def _stream_through(
-    request: web.Request, definition: StreamDefinition, url: str, client: ClientState
+async def _pipe(
+    request: web.Request,
+    fetcher: HlsFetcher,
+    url: str,
+    range_header: str | None,
+    client: ClientState,
 ) -> web.StreamResponse:
-    """A resource too large to share (a whole-file VOD segment): piped, not cached."""
-    config = request.app[CONFIG].upstream
-    extra = {"Range": request.headers["Range"]} if "Range" in request.headers else None
+    """A body too large to share, piped from its own provider request."""
     try:
-        upstream = await request.app[UPSTREAM].get(
-            url, definition, extra=extra, stall=definition.stall
-        )
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return _upstream_error(Failure("connect_error", detail=type(exc).__name__))
-    async with upstream:
-        response = web.StreamResponse(status=upstream.status)
-        for name in (*_FORWARD, "Content-Length"):
-            if name in upstream.headers:
-                response.headers[name] = upstream.headers[name]
-        await response.prepare(request)
-        client.segments_served += 1
-        try:
-            async for chunk in upstream.content.iter_chunked(config.chunk_size):
-                await response.write(chunk)
-                client.bytes_served += len(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError):
-            return response  # the provider broke off: the player sees a short body
-        await response.write_eof()
-        return response
+        upstream = await fetcher.open(url, range_header)
+    except Failure as exc:
+        return serve.failure_response(exc)
+    chunk_size = request.app[CONFIG].upstream.chunk_size
+    return await serve.stream_through(request, upstream, chunk_size, client)

@@ -1,4 +1,8 @@
-"""HLS as data: sans-io playlist rewriting and the shared single-flight fetch cache.
+"""HLS: sans-io playlist rewriting, shared downloads, and both sides of a fetch.
 
-May import `streams` and below; never `playback` (a sibling) or a handler.
+`rewrite` is pure string work; `cache` and `download` are the single-flight tables
+(whole playlists; segments readable while they download); `fetch` makes the provider
+requests of one stream (through `m3u_proxy.upstream`) and `serve` writes answers to a
+player. May import `streams`, `upstream`, `config` and below; never `playback` (a
+sibling) or a handler.
 """

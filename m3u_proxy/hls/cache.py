@@ -21,32 +21,33 @@ class Fetched:
 
     status: int
     headers: dict[str, str]
-    body: bytes
+    body: bytes | bytearray  # a finished download's buffer, never changed once stored
     url: str  # the final URL after redirects (playlists resolve relative URIs with it)
 
 
 TtlRule = float | Callable[[Fetched], float] | None
 
 
-class SharedFetches:
-    """Single-flight by key, then a cache bounded by entries, bytes and TTL."""
+class BoundedCache:
+    """Finished answers by key, bounded by entries, bytes and age (oldest use goes first)."""
 
     def __init__(self, max_entries: int, max_bytes: int, ttl: float) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.ttl = ttl
-        self.hits = 0
-        self.misses = 0
         self._entries: collections.OrderedDict[str, tuple[float, Fetched]] = (
             collections.OrderedDict()
         )
         self._bytes = 0
-        self._inflight: dict[str, asyncio.Task[Fetched]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _lookup(self, key: str) -> Fetched | None:
+    @property
+    def size(self) -> int:
+        return self._bytes
+
+    def lookup(self, key: str) -> Fetched | None:
         item = self._entries.get(key)
         if item is None:
             return None
@@ -61,9 +62,11 @@ class SharedFetches:
         _, fetched = self._entries.pop(key)
         self._bytes -= len(fetched.body)
 
-    def _store(self, key: str, fetched: Fetched, ttl: float) -> None:
+    def store(self, key: str, fetched: Fetched, ttl: float | None = None) -> None:
+        """Keep ``fetched`` for ``ttl`` seconds (the cache's own lifetime by default)."""
+        seconds = self.ttl if ttl is None else ttl
         size = len(fetched.body)
-        if ttl <= 0 or self.max_entries <= 0 or size > self.max_bytes:
+        if seconds <= 0 or self.max_entries <= 0 or size > self.max_bytes:
             return
         if key in self._entries:
             self._drop(key)
@@ -71,8 +74,21 @@ class SharedFetches:
             len(self._entries) >= self.max_entries or self._bytes + size > self.max_bytes
         ):
             self._drop(next(iter(self._entries)))
-        self._entries[key] = (time.monotonic() + ttl, fetched)
+        self._entries[key] = (time.monotonic() + seconds, fetched)
         self._bytes += size
+
+
+class SharedFetches:
+    """Single-flight by key, then a `BoundedCache` of whole answers."""
+
+    def __init__(self, max_entries: int, max_bytes: int, ttl: float) -> None:
+        self.cache = BoundedCache(max_entries, max_bytes, ttl)
+        self.hits = 0
+        self.misses = 0
+        self._inflight: dict[str, asyncio.Task[Fetched]] = {}
+
+    def __len__(self) -> int:
+        return len(self.cache)
 
     async def get(
         self, key: str, fetch: Callable[[], Awaitable[Fetched]], ttl: TtlRule = None
@@ -82,7 +98,7 @@ class SharedFetches:
         ``ttl`` overrides the cache's lifetime: seconds, or a function of the answer
         (a playlist lives about half its target duration).
         """
-        cached = self._lookup(key)
+        cached = self.cache.lookup(key)
         if cached is not None:
             self.hits += 1
             return cached
@@ -98,14 +114,20 @@ class SharedFetches:
             self.hits += 1
         return await asyncio.shield(task)
 
+    async def close(self) -> None:
+        """Cancel the fetches still running (shutdown)."""
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
     async def _fetch(
         self, key: str, fetch: Callable[[], Awaitable[Fetched]], ttl: TtlRule
     ) -> Fetched:
         try:
             fetched = await fetch()
             if 200 <= fetched.status < 300:
-                seconds = self.ttl if ttl is None else ttl(fetched) if callable(ttl) else ttl
-                self._store(key, fetched, seconds)
+                seconds = ttl(fetched) if callable(ttl) else ttl
+                self.cache.store(key, fetched, seconds)
             return fetched
         finally:
             self._inflight.pop(key, None)

@@ -25,7 +25,7 @@ import attrs
 
 __all__ = ["PlaylistInfo", "UriKind", "looks_like_playlist", "playlist_info", "rewrite_playlist"]
 
-UriKind = Literal["playlist", "segment", "key", "map", "other"]
+UriKind = Literal["playlist", "segment", "part", "hint", "key", "map", "other"]
 
 # Captures the terminators so that joining the pieces back gives the exact input:
 # even indexes hold line contents, odd indexes the terminator that ended each line.
@@ -46,13 +46,14 @@ _SEGMENT = r"(?!\.\.?(?:[/?#]|\Z))[^/?#;:\x00-\x20\x7f]+"
 _PLAIN_RELATIVE = re.compile(_SEGMENT + "(?:/" + _SEGMENT + ")*" + _QUERY_FRAGMENT)
 
 # Tags that carry a URI in an attribute: tag name -> (attribute name, kind).
-# EXT-X-PRELOAD-HINT is listed as "segment" but becomes "map" for TYPE=MAP.
+# EXT-X-PRELOAD-HINT is a "hint" (a part the provider may still be making: fetching it
+# blocks until it is ready), or a "map" for TYPE=MAP.
 _URI_TAGS: dict[str, tuple[str, UriKind]] = {
     "#EXT-X-MEDIA": ("URI", "playlist"),
     "#EXT-X-I-FRAME-STREAM-INF": ("URI", "playlist"),
     "#EXT-X-RENDITION-REPORT": ("URI", "playlist"),
-    "#EXT-X-PART": ("URI", "segment"),
-    "#EXT-X-PRELOAD-HINT": ("URI", "segment"),
+    "#EXT-X-PART": ("URI", "part"),
+    "#EXT-X-PRELOAD-HINT": ("URI", "hint"),
     "#EXT-X-KEY": ("URI", "key"),
     "#EXT-X-SESSION-KEY": ("URI", "key"),
     "#EXT-X-MAP": ("URI", "map"),
@@ -173,7 +174,7 @@ def _rewrite_tag(
     parsed = list(_attributes(line, attrs_start))
     if name == "#EXT-X-PRELOAD-HINT":
         hint_type = next((a.value for a in parsed if a.name == "TYPE"), "PART")
-        kind = "map" if hint_type == "MAP" else "segment"
+        kind = "map" if hint_type == "MAP" else "hint"
     pieces: list[str] = []
     cursor = 0
     for attr in parsed:
@@ -264,7 +265,7 @@ def _parse_duration(value: str) -> float | None:
     return duration if 0 <= duration < float("inf") else None
 
 
-def looks_like_playlist(body: bytes) -> bool:
+def looks_like_playlist(body: bytes | bytearray) -> bool:
     """Tell whether `body` starts with ``#EXTM3U`` after an optional UTF-8 BOM and whitespace.
 
     Only the first kilobyte is examined, so this is cheap to call on large bodies.

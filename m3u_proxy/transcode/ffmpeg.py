@@ -146,6 +146,20 @@ class Ffmpeg:
             with contextlib.suppress(OSError, RuntimeError):
                 self.process.stdin.close()
 
+    async def wait(self) -> int | None:
+        """The exit status once ffmpeg ended by itself (after its input ended)."""
+        if self.process is None:
+            return None
+        status = await self.process.wait()
+        await self._reap_stderr()
+        return status
+
+    async def _reap_stderr(self) -> None:
+        if self._stderr_task is not None:
+            _, pending = await asyncio.wait({self._stderr_task}, timeout=1.0)
+            for task in pending:
+                task.cancel()
+
     async def stop(self, grace: float = 2.0) -> int | None:
         """End the process (stdin closed, SIGTERM, then SIGKILL); its exit status."""
         process = self.process
@@ -161,9 +175,6 @@ class Ffmpeg:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-        if self._stderr_task is not None:
-            _, pending = await asyncio.wait({self._stderr_task}, timeout=1.0)
-            for task in pending:
-                task.cancel()
+        await self._reap_stderr()
         log.info("ffmpeg_stopped", pid=process.pid, status=process.returncode)
         return process.returncode

@@ -132,13 +132,13 @@ CASES: dict[str, Case] = {
             attr('URI="init.mp4"', "map", LL + "2M/init.mp4"),
             line("fileSequence266.mp4", "segment", LL + "2M/fileSequence266.mp4"),
             line("fileSequence267.mp4", "segment", LL + "2M/fileSequence267.mp4"),
-            attr('URI="filePart268.0.mp4"', "segment", LL + "2M/filePart268.0.mp4"),
-            attr('URI="filePart268.1.mp4"', "segment", LL + "2M/filePart268.1.mp4"),
-            attr('URI="filePart268.2.mp4"', "segment", LL + "2M/filePart268.2.mp4"),
+            attr('URI="filePart268.0.mp4"', "part", LL + "2M/filePart268.0.mp4"),
+            attr('URI="filePart268.1.mp4"', "part", LL + "2M/filePart268.1.mp4"),
+            attr('URI="filePart268.2.mp4"', "part", LL + "2M/filePart268.2.mp4"),
             line("fileSequence268.mp4", "segment", LL + "2M/fileSequence268.mp4"),
-            attr('URI="filePart269.0.mp4"', "segment", LL + "2M/filePart269.0.mp4"),
-            attr('URI="filePart269.1.mp4"', "segment", LL + "2M/filePart269.1.mp4"),
-            attr('URI="filePart269.2.mp4"', "segment", LL + "2M/filePart269.2.mp4"),
+            attr('URI="filePart269.0.mp4"', "part", LL + "2M/filePart269.0.mp4"),
+            attr('URI="filePart269.1.mp4"', "part", LL + "2M/filePart269.1.mp4"),
+            attr('URI="filePart269.2.mp4"', "hint", LL + "2M/filePart269.2.mp4"),
             attr('URI="init-next.mp4"', "map", LL + "2M/init-next.mp4"),
             attr('URI="../1M/lowLatency.m3u8"', "playlist", LL + "1M/lowLatency.m3u8"),
             attr('URI="../4M/lowLatency.m3u8"', "playlist", LL + "4M/lowLatency.m3u8"),
@@ -506,13 +506,13 @@ class TestRewritePlaylist:
     @pytest.mark.parametrize(
         ("hint", "kind"),
         [
-            ('#EXT-X-PRELOAD-HINT:TYPE=PART,URI="p.mp4"', "segment"),
+            ('#EXT-X-PRELOAD-HINT:TYPE=PART,URI="p.mp4"', "hint"),
             ('#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="p.mp4"', "map"),
             ('#EXT-X-PRELOAD-HINT:URI="p.mp4",TYPE=MAP,BYTERANGE-START=0', "map"),
         ],
     )
     def test_preload_hint_kind_follows_type(self, hint: str, kind: UriKind) -> None:
-        """A preload hint is a segment for TYPE=PART and a map for TYPE=MAP, wherever TYPE sits."""
+        """A preload hint is a hint for TYPE=PART and a map for TYPE=MAP, wherever TYPE sits."""
         _, recorder = rewrite(hint + "\n")
         assert recorder.calls == [("https://up.example.com/a/b/p.mp4", kind)]
 

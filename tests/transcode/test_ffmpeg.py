@@ -64,7 +64,7 @@ class TestFfmpeg:
         process = Ffmpeg(argv(profile))
         await process.start()
         _, output = await asyncio.gather(feed(process, source), read_all(process))
-        assert await process.stop() == 0
+        assert await process.wait() == 0
         (tmp_path / "out.ts").write_bytes(output)
         assert set(probe(tmp_path / "out.ts").split()) == codecs
         assert process.info.input["video_codec"] == "h264"
@@ -87,7 +87,7 @@ class TestFfmpeg:
         await process.start()
         await feed(process, b"this is not a transport stream" * 1000)
         await read_all(process)
-        assert await process.stop() != 0
+        assert await process.wait() != 0
         assert process.info.last_error
 
 

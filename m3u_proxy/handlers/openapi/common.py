@@ -73,6 +73,14 @@ PLAYER = [
     _query("token", "The signed playback token (required with `auth.playback_auth`)."),
 ]
 RANGE = _param("Range", "header", STRING, "Forwarded to the provider (VOD, segments).")
+# LL-HLS delivery directives (RFC 8216bis 6.2.5): forwarded to the provider.
+LL_HLS = [
+    _query("_HLS_msn", "Blocking reload: wait for this media sequence number.", pattern="^[0-9]+$"),
+    _query(
+        "_HLS_part", "Blocking reload: and this part of it (needs `_HLS_msn`).", pattern="^[0-9]+$"
+    ),
+    _query("_HLS_skip", "Delta update: `YES` or `v2`.", enum=["YES", "v2"]),
+]
 
 
 def _op(

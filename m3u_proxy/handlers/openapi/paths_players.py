@@ -3,6 +3,7 @@
 from m3u_proxy.handlers.openapi.common import (
     GROUP,
     JSON,
+    LL_HLS,
     PLAYER,
     PLAYLIST_ID,
     RANGE,
@@ -55,15 +56,16 @@ def _playback() -> dict[str, Schema]:
         "playback",
         "The stream's HLS playlist, rewritten to point at this proxy.",
         {200: _body("application/vnd.apple.mpegurl", "The rewritten playlist.")},
-        params=[STREAM_ID, *PLAYER],
-        errors=(403, 404, 502, 504),
+        params=[STREAM_ID, *PLAYER, *LL_HLS],
+        errors=(400, 403, 404, 502, 504),
         management=False,
     )
     upstream = "The provider's error status, passed on."
     resource = _op(
         "hls_resource",
         "playback",
-        "A sub-playlist (p), segment (s), key (k), init map (m) or other resource (o).",
+        "A sub-playlist (p), segment or part (s), preload hint (h), key (k), init map (m) "
+        "or other resource (o). Bytes pass on as the provider sends them.",
         {
             200: {"description": "The resource as the provider sent it.", "content": any_bytes},
             206: {"description": "The requested range.", "content": any_bytes},
@@ -72,13 +74,14 @@ def _playback() -> dict[str, Schema]:
         },
         params=[
             STREAM_ID,
-            _path_id("kind", "What the URI was in its playlist.", {"enum": list("pskmo")}),
+            _path_id("kind", "What the URI was in its playlist.", {"enum": list("pskmoh")}),
             _path_id("token", "Opaque; seals the upstream URL.", {"pattern": "^[A-Za-z0-9_-]+$"}),
             _path_id("ext", "The upstream URL's extension.", {"pattern": "^[A-Za-z0-9]{1,5}$"}),
             *PLAYER[:3],
             RANGE,
+            *LL_HLS,
         ],
-        errors=(403, 404),
+        errors=(400, 403, 404),
         management=False,
     )
     return {
