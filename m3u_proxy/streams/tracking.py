@@ -2,8 +2,9 @@
 
 `Tracker` holds the runtime state of streams being played (`StreamRuntime`) and of
 their clients (`ClientState`); stream and client events go out through `StreamEvents`,
-proxy-wide totals into `Counters`. A stream gets runtime state when first played; it
-is dropped ``stream_timeout`` seconds after its last client left (`streams.sampler`).
+proxy-wide totals into `Counters`, HLS requests find their player through `HlsPlayers`,
+and the once-a-second sampling lives in `streams.sampler`. A stream gets runtime state
+when first played; it is dropped ``stream_timeout`` seconds after its last client left.
 `end_streams` is how streams end for good (API deletion, playlist removal, retirement).
 """
 
@@ -33,6 +34,31 @@ class Player:
         return f"{self.ip_address}|{self.user_agent}|{stream_id}|{self.username or ''}"
 
 
+class HlsPlayers:
+    """Which client an HLS request belongs to: players send no id with segment requests,
+    so a player is its ``client_id`` when given, else its address, user agent and
+    username on the stream."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, ClientState] = {}
+
+    @staticmethod
+    def key(stream_id: str, player: Player) -> str:
+        return f"{stream_id}|{player.client_id or player.seed(stream_id)}"
+
+    def find(self, stream_id: str, player: Player) -> ClientState | None:
+        return self._by_key.get(self.key(stream_id, player))
+
+    def add(self, stream_id: str, player: Player, client: ClientState) -> ClientState:
+        client.hls_key = self.key(stream_id, player)
+        self._by_key[client.hls_key] = client
+        return client
+
+    def drop(self, client: ClientState) -> None:
+        if client.hls_key is not None:
+            self._by_key.pop(client.hls_key, None)
+
+
 class Tracker:
     """Registry of runtime state: streams being played and their clients."""
 
@@ -42,7 +68,7 @@ class Tracker:
         self.stream_timeout = stream_timeout
         self.streams: dict[str, StreamRuntime] = {}
         self.clients: dict[str, ClientState] = {}
-        self.hls_clients: dict[str, ClientState] = {}
+        self.hls = HlsPlayers()
 
     def runtime(self, stream_id: str) -> StreamRuntime:
         state = self.streams.get(stream_id)
@@ -81,17 +107,13 @@ class Tracker:
         return client
 
     def hls_client(self, definition: StreamDefinition, player: Player) -> ClientState:
-        """The HLS player behind a request: one client across playlists and segments.
-
-        Players send no id with segment requests, so a player is its ``client_id`` when
-        given, else its address, user agent and username on this stream.
-        """
-        key = f"{definition.stream_id}|{player.client_id or player.seed(definition.stream_id)}"
-        client = self.hls_clients.get(key)
+        """The HLS player behind a request: one client across playlists and segments
+        (`HlsPlayers` says which)."""
+        client = self.hls.find(definition.stream_id, player)
         if client is None:
-            client = self.connect(definition, player, "hls")
-            client.hls_key = key
-            self.hls_clients[key] = client
+            client = self.hls.add(
+                definition.stream_id, player, self.connect(definition, player, "hls")
+            )
         client.touch()
         state = self.streams.get(definition.stream_id)
         if state is not None:
@@ -105,8 +127,7 @@ class Tracker:
             return
         client.is_connected = False
         self.clients.pop(client.client_id, None)
-        if client.hls_key is not None:
-            self.hls_clients.pop(client.hls_key, None)
+        self.hls.drop(client)
         metadata = definition.metadata if definition else {}
         self.counters.departed(client)
         state = self.streams.get(client.stream_id)
@@ -170,27 +191,6 @@ class Tracker:
             + sum(c.segments_served for c in live),
             "upstream_connections": sum(s.upstream_connections for s in self.streams.values()),
         }
-
-    def sample(self, now: float, hls_timeout: float) -> list[ClientState]:
-        """Update bandwidth figures; return HLS clients silent for longer than the timeout."""
-        expired = []
-        for client in self.clients.values():
-            client.samples.append(client.bytes_served)
-            if len(client.samples) > 1:
-                span = len(client.samples) - 1
-                client.bandwidth_bps = (client.samples[-1] - client.samples[0]) * 8 / span
-            if client.kind == "hls" and now - client.last_access_mono > hls_timeout:
-                expired.append(client)
-        return expired
-
-    def idle_streams(self, now: float) -> list[str]:
-        return [
-            sid
-            for sid, s in self.streams.items()
-            if not s.clients
-            and s.idle_since is not None
-            and now - s.idle_since > self.stream_timeout
-        ]
 
 
 async def end_streams(
