@@ -15,6 +15,7 @@ from aiohttp import web
 
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
+from m3u_proxy.events.recent import RecentEvents
 from m3u_proxy.handlers import info, metrics, webhooks
 from m3u_proxy.handlers.hls import (
     HLS_CACHE,
@@ -31,6 +32,7 @@ from m3u_proxy.keys import (
     CONFIG,
     EVENTS,
     NETWORKS,
+    RECENT_EVENTS,
     REGISTRY,
     SESSION,
     SIGNER,
@@ -112,6 +114,8 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[STARTED] = time.monotonic()
     app[NETWORKS] = parse_networks(config.server.trusted_proxies)
     app[EVENTS] = EventBus()
+    app[RECENT_EVENTS] = RecentEvents()
+    app[EVENTS].subscribe(app[RECENT_EVENTS].add)
     app[TRACKER] = Tracker(app[EVENTS], config.clients.stream_timeout)
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
     hls_config = config.hls

@@ -27,6 +27,8 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_get(prefix + "/stats/clients", stats.client_stats)
     r.add_get(prefix + "/clients", stats.client_stats)
     r.add_get(prefix + "/clients/{client_id}", stats.one_client)
+    r.add_delete(prefix + "/clients/{client_id}", stats.disconnect_client)
+    r.add_get(prefix + "/events/recent", stats.recent_events)
     r.add_post(prefix + "/streams", api.create_stream)
     r.add_get(prefix + "/streams", api.list_streams)
     r.add_get(prefix + "/streams/by-metadata", api.by_metadata)

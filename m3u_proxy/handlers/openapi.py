@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from m3u_proxy import __version__
+from m3u_proxy.events.recent import CAPACITY, MAX_LIMIT
 from m3u_proxy.handlers.openapi_info import info_schemas
 from m3u_proxy.handlers.openapi_schemas import MD5_ID, STRING, Schema, component_schemas, ref
 from m3u_proxy.keys import CONFIG
@@ -76,6 +77,7 @@ GROUP = _param(
     style="form",
     explode=True,
 )
+CLIENT_ID = _path_id("client_id", "A connected player's id.", STRING)
 PLAYER = [
     _query("client_id", "Label this player in stats (else derived from address and UA)."),
     _query("username", "Label this player with a user name in stats."),
@@ -164,6 +166,15 @@ def _observability() -> dict[str, Schema]:
                 "observability",
                 "Totals with every stream and client.",
                 {200: _json("Everything at once.", ref("Stats"))},
+                params=[
+                    _param(
+                        "active_only",
+                        "query",
+                        {"type": "boolean", "default": False},
+                        "List only the streams someone watches (totals still count all).",
+                    )
+                ],
+                errors=(422,),
             )
         },
         "/stats/streams": {
@@ -179,8 +190,39 @@ def _observability() -> dict[str, Schema]:
                 "observability",
                 "One connected player.",
                 {200: _json("The player.", ref("ClientDetail"))},
-                params=[_path_id("client_id", "A connected player's id.", STRING)],
+                params=[CLIENT_ID],
                 errors=(404,),
+            ),
+            "delete": _op(
+                "disconnect_client",
+                "observability",
+                "End one player's response now (an HLS player is forgotten; its next "
+                "request counts as a new viewer). Its `client_disconnected` event has "
+                "the reason `manual_disconnect`.",
+                {200: _json("The player as it was when it was ended.", ref("ClientEnded"))},
+                params=[CLIENT_ID],
+                errors=(404,),
+            ),
+        },
+        "/events/recent": {
+            "get": _op(
+                "recent_events",
+                "observability",
+                "The newest events first, from an in-memory window (empty after a "
+                f"restart): the last {CAPACITY} viewer events (`client_connected`, "
+                f"`client_disconnected`) and the last {CAPACITY} of all others.",
+                {200: _json("Events, newest first.", ref("RecentEvents"))},
+                params=[
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
+                        "At most this many events.",
+                    ),
+                    _query("types", "Only these event types (comma-separated)."),
+                    _query("exclude", "None of these event types (comma-separated)."),
+                ],
+                errors=(422,),
             )
         },
         "/info": {
