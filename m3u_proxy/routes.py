@@ -10,6 +10,7 @@ from m3u_proxy.handlers import (
     playback,
     playlists,
     stats,
+    ui,
     webhooks,
 )
 from m3u_proxy.handlers import streams as api
@@ -18,6 +19,8 @@ from m3u_proxy.handlers import streams as api
 def add_routes(app: web.Application, prefix: str = "") -> None:
     r = app.router
     # Fixed paths before /streams/{stream_id}: the router tries resources in order.
+    r.add_get(prefix + "/", ui.page)
+    r.add_get(prefix + "/ui", ui.page)
     r.add_get(prefix + "/health", stats.health, allow_head=True)
     r.add_get(prefix + "/openapi.json", openapi.handler)
     r.add_get(prefix + "/info", info.info)

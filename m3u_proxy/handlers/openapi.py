@@ -148,6 +148,12 @@ def _flat(operation: Schema) -> list[tuple[str, Schema]]:
     return out
 
 
+def _page(op_id: str, summary: str) -> Schema:
+    """The status page: HTML whose script asks the JSON API (with the token, if set)."""
+    html = _body("text/html", "One self-contained page; a strict Content-Security-Policy.")
+    return _op(op_id, "ui", summary, {200: html}, management=False)
+
+
 def _observability() -> dict[str, Schema]:
     health = _op(
         "health",
@@ -251,6 +257,8 @@ def _observability() -> dict[str, Schema]:
                 {200: _body("text/plain", "Metric families in the Prometheus text format.")},
             )
         },
+        "/": {"get": _page("status_page", "The status page (HTML; open, it holds no data).")},
+        "/ui": {"get": _page("status_page_ui", "The status page, as at `/`.")},
         "/openapi.json": {
             "get": _op(
                 "openapi",

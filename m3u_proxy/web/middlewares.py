@@ -23,7 +23,7 @@ errlog = get_logger("m3u_proxy.errors")
 
 # Routes reachable without the management token (API.md "Auth").
 _OPEN_PREFIXES = ("/stream/", "/hls/")
-_OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+_OPEN_PATHS = frozenset({"/health", "/openapi.json", "/", "/ui"})  # the page holds no data
 
 
 def json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
