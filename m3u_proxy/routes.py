@@ -19,6 +19,8 @@ from m3u_proxy.handlers import streams as api
 def add_routes(app: web.Application, prefix: str = "") -> None:
     r = app.router
     # Fixed paths before /streams/{stream_id}: the router tries resources in order.
+    if prefix:
+        r.add_get(prefix, ui.to_slash)
     r.add_get(prefix + "/", ui.page)
     r.add_get(prefix + "/ui", ui.page)
     r.add_get(prefix + "/health", stats.health, allow_head=True)

@@ -44,6 +44,11 @@ def rendered() -> tuple[bytes, str]:
     return page.encode(), policy
 
 
+async def to_slash(request: web.Request) -> web.Response:
+    """``GET {root_path}``: on to ``{root_path}/``, relative, so a prefix in front stays."""
+    raise web.HTTPFound(request.path.rsplit("/", 1)[-1] + "/")
+
+
 async def page(request: web.Request) -> web.Response:
     body, policy = rendered()
     return web.Response(

@@ -70,6 +70,10 @@ class TestPage:
         proxy = await proxy_factory(server={"root_path": "/iptv"})
         for path in ("/iptv/", "/iptv/ui", "/", "/ui"):
             assert (await proxy.get(path)).status == 200, path
+        bare = await proxy.get("/iptv", allow_redirects=False)
+        assert bare.status == 302
+        assert bare.headers["Location"] == "iptv/"  # relative: kept under an outer prefix
+        assert str((await proxy.get("/iptv")).url).endswith("/iptv/")
 
     async def test_holds_no_stream_data(self, proxy: Client) -> None:
         """A registered stream's name is not in the HTML: data only comes through the API."""

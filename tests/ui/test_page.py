@@ -267,6 +267,12 @@ class TestActions:
                 await asyncio.sleep(0.5)  # a cancelled confirmation must not act
                 assert backup.requests_to("/live/") == []
                 await confirm(browser, row, accept=True)
+                moved = "Moved to " + backup.base_url.removeprefix("http://")
+                await browser.wait(
+                    lambda: moved in browser.driver.find_element("id", "toast").text,
+                    5,
+                    "the proxy's answer",
+                )
                 async with asyncio.timeout(5):
                     await backup.wait_for_request("/live/news.ts")
                 await player.source_becomes(1)
@@ -278,9 +284,6 @@ class TestActions:
                 record = provider.requests_to("/live/news.ts")[0]
                 async with asyncio.timeout(5):
                     await record.wait_socket_closed()
-                assert "Moved to " + backup.base_url.removeprefix("http://") in (
-                    await browser.text("#toast")
-                )
                 await browser.wait(
                     lambda: "Failover" in browser.driver.find_element("id", "events").text,
                     LIVE_WITHIN,
