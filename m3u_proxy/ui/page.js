@@ -9,6 +9,7 @@ const PROVIDERS_RETRY_MS = 30000; // after a 404: this proxy has no /providers y
 let token = sessionStorage.getItem(TOKEN_KEY);
 let timer = 0;
 let busy = false; // one request round at a time, whoever asks for it
+let pressed = false; // a pointer is down: a row must not be replaced under a click
 let providersMissingAt = 0;
 let names = new Map(); // stream_id -> display name, from the last /stats
 
@@ -297,14 +298,19 @@ async function tick() {
     const [stats, events, provs] = await Promise.all([api("stats?active_only=true"), api(eventsPath), providers()]);
     if (!stats.ok || !events.ok) throw new Error("status " + stats.status);
     const data = await stats.json();
-    names = new Map(data.streams.map((s) => [s.stream_id, streamName(s)]));
-    renderServer(data);
-    renderStreams(data);
-    renderViewers(data);
-    renderProviders(provs);
-    renderEvents((await events.json()).events);
+    const recent = (await events.json()).events;
+    // Hold the picture still while the operator selects text or presses a button.
+    const still = pressed || String(getSelection()) !== "";
+    if (!still) {
+      names = new Map(data.streams.map((s) => [s.stream_id, streamName(s)]));
+      renderServer(data);
+      renderStreams(data);
+      renderViewers(data);
+      renderProviders(provs);
+      renderEvents(recent);
+    }
     $("data").hidden = false;
-    setLive("ok", "live");
+    setLive(still ? "wait" : "ok", still ? "paused while text is selected" : "live");
   } catch (error) {
     if (error.message === "auth") return;
     setLive("down", "offline, retrying");
@@ -392,6 +398,10 @@ $("login").addEventListener("submit", (event) => {
   tick();
 });
 
+document.addEventListener("pointerdown", () => (pressed = true));
+document.addEventListener("pointerup", () => (pressed = false));
+document.addEventListener("pointercancel", () => (pressed = false));
+addEventListener("blur", () => (pressed = false));
 $("logout").addEventListener("click", () => showLogin(""));
 $("logout").hidden = !token;
 $("confirm-cancel").addEventListener("click", () => $("confirm").close("cancel"));

@@ -212,6 +212,31 @@ class TestLiveView:
                 shot = await browser.full_screenshot(tmp_path / "status-page-dark.png")
                 print(f"status page screenshot, dark: {shot}")
 
+    async def test_holds_still_while_text_is_selected(
+        self, browser: Browser, proxy: Client, provider: Provider
+    ) -> None:
+        """Selected text (an address being copied) is not swept away by the next update."""
+        news = await register(proxy, live(provider, "news", 0), metadata={"name": "News HD"})
+        async with players(Player(proxy, news, "first", "alice").start()):
+            await browser.open(page_url(proxy))
+            first = '#viewers tr[data-client-id="first"]'
+            await browser.wait(lambda: in_page(browser, first), 5, "the viewer")
+            await browser.script(
+                "getSelection().selectAllChildren(document.querySelector(arguments[0]));",
+                first + " td",
+            )
+            async with players(Player(proxy, news, "second", "bob").start()):
+                await asyncio.sleep(LIVE_WITHIN + 0.5)
+                assert not in_page(browser, '#viewers tr[data-client-id="second"]')
+                assert await browser.script("return String(getSelection());") == "127.0.0.1"
+                assert "paused" in await browser.text("#live")
+                await browser.script("getSelection().removeAllRanges();")
+                await browser.wait(
+                    lambda: in_page(browser, '#viewers tr[data-client-id="second"]'),
+                    LIVE_WITHIN,
+                    "the update after the selection",
+                )
+
     async def test_follows_the_colour_preference(self, browser: Browser, proxy: Client) -> None:
         """Light and dark preferences give a light and a dark page."""
 
