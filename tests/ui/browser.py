@@ -46,6 +46,7 @@ def start_chrome(width: int = 1280, height: int = 900) -> Iterator[webdriver.Chr
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console, CSP reports
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     try:
         yield driver
@@ -115,6 +116,11 @@ class Browser:
             self.driver.find_element(By.CSS_SELECTOR, css).send_keys(text)
 
         await self.call(run)
+
+    async def console_errors(self) -> list[str]:
+        """Console messages at error level since the last call (CSP violations among them)."""
+        entries = await self.call(self.driver.get_log, "browser")
+        return [str(e["message"]) for e in entries if e["level"] == "SEVERE"]
 
     async def screenshot(self, path: Path) -> Path:
         await self.call(self.driver.save_screenshot, str(path))

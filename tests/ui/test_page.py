@@ -48,6 +48,7 @@ async def browser(chrome: webdriver.Chrome) -> AsyncIterator[Browser]:
     page = Browser(chrome)
     await page.call(chrome.execute_cdp_cmd, "Emulation.clearDeviceMetricsOverride", {})
     await page.color_scheme("light")
+    await page.console_errors()  # drop what earlier tests left in the console log
     yield page
     await page.open("about:blank")  # stop the page's polling before its proxy goes away
 
@@ -129,6 +130,11 @@ async def row_text(browser: Browser, table: str, key: str, value: str) -> str:
     return await browser.text(f'#{table} tr[data-{key}="{value}"]')
 
 
+async def page_errors(browser: Browser) -> list[str]:
+    """Console errors (script errors, CSP refusals) but the 404 of a proxy without /providers."""
+    return [m for m in await browser.console_errors() if "/providers - " not in m]
+
+
 def in_page(browser: Browser, css: str) -> bool:
     return bool(browser.find(css))
 
@@ -206,6 +212,7 @@ class TestLiveView:
                 page = await browser.text("body")
                 for secret in ("secret", "hunter2", "bob:", "password"):
                     assert secret not in page
+                assert await page_errors(browser) == []
                 shot = await browser.full_screenshot(tmp_path / "status-page.png")
                 print(f"\nstatus page screenshot (two streams playing): {shot}")
                 await browser.color_scheme("dark")
@@ -399,6 +406,7 @@ class TestSafety:
             assert evil in await browser.text("#events")
             assert not browser.find("#data img, #data b, #data i")
             assert await browser.script("return window.pwned === undefined;")
+            assert await page_errors(browser) == []
 
 
 class TestProviders:
