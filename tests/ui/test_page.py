@@ -409,6 +409,60 @@ class TestSafety:
             assert await page_errors(browser) == []
 
 
+@contextlib.asynccontextmanager
+async def stripping_proxy(upstream: Client, prefix: str) -> AsyncIterator[TestServer]:
+    """A reverse proxy that serves ``upstream`` under ``prefix`` and strips it on the way,
+    like nginx's ``location /tv/ { proxy_pass http://backend/; }``."""
+
+    async def forward(request: web.Request) -> web.Response:
+        path = request.path_qs.removeprefix(prefix)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
+        async with upstream.session.request(
+            request.method, upstream.make_url(path), headers=headers, data=await request.read()
+        ) as answer:
+            body = await answer.read()
+            keep = {
+                k: v
+                for k, v in answer.headers.items()
+                if k.lower() in ("content-type", "content-security-policy", "location")
+            }
+            return web.Response(status=answer.status, body=body, headers=keep)
+
+    app = web.Application()
+    app.router.add_route("*", prefix + "/{tail:.*}", forward)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+class TestReverseProxy:
+    async def test_works_under_a_prefix_the_proxy_strips(
+        self, browser: Browser, proxy_factory: ProxyFactory, provider: Provider
+    ) -> None:
+        """Behind a reverse proxy that adds /tv in front, the page reads and acts through it."""
+        proxy = await proxy_factory(auth={"api_token": "k"})
+        news = await register(
+            proxy, live(provider, "news", 0), headers={"X-API-Token": "k"}, metadata={"name": "N"}
+        )
+        async with (
+            stripping_proxy(proxy, "/tv") as outer,
+            players(Player(proxy, news, "tv", "alice").start()),
+        ):
+            await browser.open(str(outer.make_url("/tv/ui")))
+            await browser.wait(lambda: in_page(browser, "#login:not([hidden])"), 5, "the login")
+            await browser.type("#token", "k")
+            await browser.click("#login button")
+            row = '#viewers tr[data-client-id="tv"]'
+            await browser.wait(lambda: in_page(browser, row), 5, "the viewer")
+            await browser.console_errors()  # the 401s that brought up the login
+            await confirm(browser, row, accept=True)
+            await browser.wait(lambda: not in_page(browser, row), 5, "the viewer gone")
+            assert await page_errors(browser) == []
+
+
 class TestProviders:
     async def test_section_follows_the_providers_route(
         self, browser: Browser, tmp_path: Path, provider: Provider
