@@ -17,6 +17,7 @@ from aiohttp import web
 
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
+from m3u_proxy.events.recent import RecentEvents
 from m3u_proxy.events.webhooks import FLUSH_LIMIT, Webhooks
 from m3u_proxy.hls.cache import BoundedCache, SharedFetches
 from m3u_proxy.hls.download import SharedDownloads
@@ -34,6 +35,7 @@ from m3u_proxy.keys import (
     NETWORKS,
     PLAYLIST_MANAGER,
     PLAYLISTS,
+    RECENT_EVENTS,
     REGISTRY,
     SESSION,
     SIGNER,
@@ -235,6 +237,8 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[STARTED] = time.monotonic()
     app[NETWORKS] = parse_networks(config.server.trusted_proxies)
     app[EVENTS] = EventBus()
+    app[RECENT_EVENTS] = RecentEvents()
+    app[EVENTS].subscribe(app[RECENT_EVENTS].add)
     app[TRACKER] = Tracker(StreamEvents(app[EVENTS]), Counters(), config.clients.stream_timeout)
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
     hls_config = config.hls

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
+from m3u_proxy.events.recent import RecentEvents
 from m3u_proxy.events.webhooks import Webhooks
 from m3u_proxy.hls.cache import SharedFetches
 from m3u_proxy.hls.download import SharedDownloads
@@ -28,6 +29,7 @@ CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", Registry)
 EVENTS = web.AppKey("events", EventBus)
+RECENT_EVENTS = web.AppKey("recent_events", RecentEvents)
 TRACKER = web.AppKey("tracker", Tracker)
 SIGNER = web.AppKey("signer", Signer)
 SESSION = web.AppKey("session", aiohttp.ClientSession)

@@ -11,6 +11,7 @@ from m3u_proxy.handlers import (
     playback,
     playlists,
     stats,
+    ui,
     webhooks,
 )
 from m3u_proxy.handlers import streams as api
@@ -19,6 +20,10 @@ from m3u_proxy.handlers import streams as api
 def add_routes(app: web.Application, prefix: str = "") -> None:
     r = app.router
     # Fixed paths before /streams/{stream_id}: the router tries resources in order.
+    if prefix:
+        r.add_get(prefix, ui.to_slash)
+    r.add_get(prefix + "/", ui.page)
+    r.add_get(prefix + "/ui", ui.page)
     r.add_get(prefix + "/health", stats.health, allow_head=True)
     r.add_get(prefix + "/openapi.json", openapi.handler)
     r.add_get(prefix + "/info", info.info)
@@ -28,6 +33,8 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_get(prefix + "/stats/clients", stats.client_stats)
     r.add_get(prefix + "/clients", stats.client_stats)
     r.add_get(prefix + "/clients/{client_id}", stats.one_client)
+    r.add_delete(prefix + "/clients/{client_id}", stats.disconnect_client)
+    r.add_get(prefix + "/events/recent", stats.recent_events)
     r.add_post(prefix + "/streams", api.create_stream)
     r.add_get(prefix + "/streams", api.list_streams)
     r.add_get(prefix + "/streams/by-metadata", api.by_metadata)

@@ -1,4 +1,7 @@
-"""Observability handlers: /health, /stats, /clients and the StreamStat rendering."""
+"""Observability handlers: /health, /stats, /clients, recent events, StreamStat rendering.
+
+Also the one management action on a viewer: ``DELETE /clients/{client_id}`` ends it.
+"""
 
 import time
 from typing import Any
@@ -6,11 +9,15 @@ from typing import Any
 from aiohttp import web
 
 from m3u_proxy import __version__
-from m3u_proxy.errors import NotFound
-from m3u_proxy.keys import CONFIG, REGISTRY, STARTED, TRACKER
+from m3u_proxy.errors import NotFound, ValidationFailed
+from m3u_proxy.events.bus import EVENT_TYPES
+from m3u_proxy.events.recent import MAX_LIMIT
+from m3u_proxy.keys import CONFIG, RECENT_EVENTS, REGISTRY, STARTED, TRACKER
+from m3u_proxy.process.memory import resident_bytes
 from m3u_proxy.streams.failover import chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
-from m3u_proxy.streams.runtime import StreamRuntime
+from m3u_proxy.streams.runtime import ClientState, StreamRuntime
+from m3u_proxy.web.requests import query_flag, query_int
 
 TYPE_NAMES = {"hls": "HLS", "vod": "VOD", "live": "Live Continuous"}
 
@@ -67,6 +74,17 @@ def all_stream_stats(request: web.Request) -> list[dict[str, Any]]:
     ]
 
 
+def active_stream_stats(request: web.Request) -> list[dict[str, Any]]:
+    """StreamStats of the streams someone watches: no walk over a large registry."""
+    registry, agent = request.app[REGISTRY], request.app[CONFIG].upstream.user_agent
+    rows = []
+    for runtime in request.app[TRACKER].streams.values():
+        definition = registry.get(runtime.stream_id)
+        if runtime.clients and definition is not None:
+            rows.append(stream_stat(definition, runtime, agent))
+    return rows
+
+
 def uptime(request: web.Request) -> float:
     return round(time.monotonic() - request.app[STARTED], 3)
 
@@ -94,17 +112,21 @@ async def health(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     tracker = request.app[TRACKER]
-    streams = all_stream_stats(request)
+    active_only = query_flag(request, "active_only", False)
+    streams = active_stream_stats(request) if active_only else all_stream_stats(request)
     clients = [c.to_json() for c in tracker.clients.values()]
     return web.json_response(
         {
-            "total_streams": len(streams),
+            "total_streams": len(request.app[REGISTRY]),
             "active_streams": tracker.active_streams(),
             "total_clients": len(clients),
             "active_clients": len(clients),
             **tracker.totals(),
             "failovers_total": tracker.counters.failovers_total,
+            "bandwidth_bps": round(sum(c["bandwidth_bps"] for c in clients), 1),
             "uptime_seconds": uptime(request),
+            "version": __version__,
+            "memory_rss_bytes": resident_bytes(),
             "streams": streams,
             "clients": clients,
         }
@@ -123,8 +145,39 @@ async def client_stats(request: web.Request) -> web.Response:
     )
 
 
-async def one_client(request: web.Request) -> web.Response:
+def _connected(request: web.Request) -> ClientState:
     client = request.app[TRACKER].clients.get(request.match_info["client_id"])
     if client is None:
         raise NotFound("no connected client has this id")
-    return web.json_response({"client": client.to_json()})
+    return client
+
+
+async def one_client(request: web.Request) -> web.Response:
+    return web.json_response({"client": _connected(request).to_json()})
+
+
+async def disconnect_client(request: web.Request) -> web.Response:
+    """``DELETE /clients/{client_id}``: end that player's response now."""
+    client = _connected(request)
+    request.app[TRACKER].kick(client, request.app[REGISTRY].get(client.stream_id))
+    return web.json_response(
+        {"message": f"client {client.client_id} disconnected", "client": client.to_json()}
+    )
+
+
+def _event_types(request: web.Request, name: str) -> set[str] | None:
+    """A comma-separated list of event types in the query, or None when absent."""
+    if name not in request.query:
+        return None
+    types = {t for t in request.query[name].split(",") if t}
+    if not types or not types <= set(EVENT_TYPES):
+        raise ValidationFailed(name, f"must list event types of {', '.join(EVENT_TYPES)}")
+    return types
+
+
+async def recent_events(request: web.Request) -> web.Response:
+    """``GET /events/recent``: the newest events first (``limit``, ``types``, ``exclude``)."""
+    limit = query_int(request, "limit", 50, 1, MAX_LIMIT)
+    types, exclude = _event_types(request, "types"), _event_types(request, "exclude")
+    events = request.app[RECENT_EVENTS].latest(limit, types, exclude or ())
+    return web.json_response({"events": events, "total": len(events)})

@@ -118,6 +118,7 @@ class Pump:
         self.writing = False  # inside response.write(): the player's socket may be full
         self.end_reason = "client_left"  # why this playback ended (client_disconnected)
         self._stuck_at: tuple[int, float] | None = None
+        self.stopped = False  # deleted stream or kicked viewer: end, do not fail over
 
     # -- provider side -------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class Pump:
 
     def stop(self) -> None:
         self.end_reason = "stopped"
+        self.stopped = True  # also when between sources: the copy loop checks it
         if self.source is not None:
             self.source.response.content.set_exception(StopRequested())
 
@@ -277,7 +279,7 @@ class Pump:
 
     async def copy(self, response: web.StreamResponse) -> None:
         """Move bytes until the player leaves, the body is complete or the chain is spent."""
-        while self.source is not None:
+        while self.source is not None and not self.stopped:
             source = self.source
             failure = await self._drain_source(response, source)
             if failure is None or (not self.live and self._complete()):

@@ -21,6 +21,8 @@ ClientKind = Literal["direct", "hls"]
 class PumpControl(Protocol):
     """The handle a playing connection registers with its stream."""
 
+    client: "ClientState"
+
     @property
     def live(self) -> bool: ...
 

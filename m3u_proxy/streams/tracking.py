@@ -171,6 +171,18 @@ class Tracker:
                 if pump.live:
                     pump.stop()
 
+    def kick(self, client: ClientState, definition: StreamDefinition | None) -> None:
+        """End one viewer now (an operator's disconnect): count it out, stop its pump.
+
+        A continuous player's response ends cleanly; an HLS player has no open response,
+        so it is only forgotten (its next request counts as a new viewer).
+        """
+        self.disconnect(client, definition, reason="manual_disconnect")
+        state = self.streams.get(client.stream_id)
+        for pump in list(state.pumps if state else ()):
+            if pump.client is client:
+                pump.stop()
+
     def forget(self, stream_id: str) -> StreamRuntime | None:
         return self.streams.pop(stream_id, None)
 

@@ -31,7 +31,7 @@ log = get_logger("m3u_proxy.access")
 errlog = get_logger("m3u_proxy.errors")
 
 # Routes reachable without the management token (API.md "Auth").
-_OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+_OPEN_PATHS = frozenset({"/health", "/openapi.json", "/", "/ui"})  # the page holds no data
 _STARTED = web.RequestKey("metrics_request_started", float)
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID = web.RequestKey("request_id", str)

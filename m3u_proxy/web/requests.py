@@ -146,6 +146,20 @@ def query_flag(request: web.Request, name: str, default: bool) -> bool:
     raise ValidationFailed(name, "must be true or false")
 
 
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An optional whole-number query parameter within [low, high]; else a 422 naming it."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:  # also a number too long to convert
+        value = low - 1
+    if not low <= value <= high:
+        raise ValidationFailed(name, f"must be a whole number from {low} to {high}")
+    return value
+
+
 def required_query(request: web.Request, name: str) -> str:
     value = request.query.get(name)
     if not value:

@@ -12,7 +12,7 @@ from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.counters import Counters
 from m3u_proxy.streams.failover import Chain, Cooldowns, Failover
 from m3u_proxy.streams.registry import StreamDefinition, stream_id_for
-from m3u_proxy.streams.runtime import StreamRuntime
+from m3u_proxy.streams.runtime import ClientState, StreamRuntime
 from m3u_proxy.upstream import Failure, Upstream
 
 PRIMARY, BACKUP1, BACKUP2 = "http://a.tv/1.ts", "http://b.tv/1.ts", "http://c.tv/1.ts"
@@ -197,6 +197,7 @@ class Switches:
 
     def __init__(self) -> None:
         self.to: list[int] = []
+        self.client = ClientState("c", "s", "10.0.0.1", "VLC", None, "direct")
 
     def switch_to(self, index: int) -> None:
         self.to.append(index)

@@ -9,6 +9,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from m3u_proxy.events.bus import Event, EventBus
+from m3u_proxy.streams.announce import StreamEvents
+from m3u_proxy.streams.counters import Counters
+from m3u_proxy.streams.registry import parse_definition
+from m3u_proxy.streams.runtime import ClientState
+from m3u_proxy.streams.tracking import Player, Tracker
 from tests.conftest import ProxyFactory
 from tests.providers import TS_PACKET, Provider
 
@@ -250,3 +256,44 @@ class TestConcurrency:
         stream = (await get_json(proxy, f"/streams/{sid}"))["stream"]
         assert stream["total_bytes_served"] == 10 * size
         assert stream["client_count"] == 0
+
+
+class FakePump:
+    """A stand-in for a playing connection: it only records being stopped."""
+
+    live = True
+
+    def __init__(self, client: ClientState) -> None:
+        self.client = client
+        self.stopped = False
+
+    def switch_to(self, index: int) -> None:
+        raise AssertionError("a kick never switches sources")
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def check_client(self, now: float, timeout: float) -> None:
+        pass
+
+
+class TestKick:
+    def test_stops_only_that_viewers_pump(self) -> None:
+        """kick() counts one viewer out (reason manual_disconnect) and stops its pump alone."""
+        bus, seen = EventBus(), list[Event]()
+        bus.subscribe(seen.append)
+        tracker = Tracker(StreamEvents(bus), Counters(), stream_timeout=300)
+        definition = parse_definition({"url": "http://provider.test/live/1.ts"})
+        viewers = [
+            tracker.connect(definition, Player(name, "192.0.2.1", "VLC", None), "direct")
+            for name in ("kicked", "kept")
+        ]
+        pumps = [FakePump(viewer) for viewer in viewers]
+        tracker.streams[definition.stream_id].pumps.update(pumps)
+        tracker.kick(viewers[0], definition)
+        assert [pump.stopped for pump in pumps] == [True, False]
+        assert list(tracker.clients) == ["kept"]
+        assert seen[-1]["event_type"] == "client_disconnected"
+        assert seen[-1]["data"]["reason"] == "manual_disconnect"
+        tracker.kick(viewers[0], definition)  # twice is harmless: no second event
+        assert len(seen) == 4

@@ -66,6 +66,7 @@ GROUP = _param(
     style="form",
     explode=True,
 )
+CLIENT_ID = _path_id("client_id", "A connected player's id.", STRING)
 PLAYER = [
     _query("client_id", "Label this player in stats (else derived from address and UA)."),
     _query("username", "Label this player with a user name in stats."),
@@ -134,3 +135,9 @@ def _flat(operation: Schema) -> list[tuple[str, Schema]]:
         else:
             out.append((status, answer))
     return out
+
+
+def _page(op_id: str, summary: str) -> Schema:
+    """The status page: HTML whose script asks the JSON API (with the token, if set)."""
+    html = _body("text/html", "One self-contained page; a strict Content-Security-Policy.")
+    return _op(op_id, "ui", summary, {200: html}, management=False)

@@ -19,9 +19,11 @@ from m3u_proxy.handlers.openapi.shapes import (
 from m3u_proxy.handlers.openapi.types import (
     BOOLEAN,
     INTEGER,
+    MAYBE_STRING,
     NUMBER,
     STRING,
     STRINGS,
+    TIME,
     Schema,
     array,
     obj,
@@ -67,6 +69,12 @@ def component_schemas() -> dict[str, Schema]:
                     INTEGER,
                 ),
                 "uptime_seconds": NUMBER,
+                "bandwidth_bps": {**NUMBER, "description": "bits per second to all players"},
+                "version": STRING,
+                "memory_rss_bytes": {
+                    "type": ["integer", "null"],
+                    "description": "resident memory of the process (null where unknown)",
+                },
                 "streams": array(ref("StreamStat")),
                 "clients": array(ref("ClientStat")),
             }
@@ -76,6 +84,17 @@ def component_schemas() -> dict[str, Schema]:
             {"clients": array(ref("ClientStat")), "total": INTEGER, "total_clients": INTEGER}
         ),
         "ClientDetail": obj({"client": ref("ClientStat")}),
+        "ClientEnded": obj({"message": STRING, "client": ref("ClientStat")}),
+        "Event": obj(
+            {
+                "event_id": STRING,
+                "event_type": STRING,
+                "stream_id": MAYBE_STRING,
+                "timestamp": TIME,
+                "data": {"type": "object", "description": "the event's fields and `metadata`"},
+            }
+        ),
+        "RecentEvents": obj({"events": array(ref("Event")), "total": INTEGER}),
         "StreamRegistration": _stream_registration(),
         "StreamRegistered": _stream_registered(),
         "StreamDetail": obj(

@@ -1,6 +1,8 @@
 """Paths of the management side: observability and stream definitions."""
 
+from m3u_proxy.events.recent import CAPACITY, MAX_LIMIT
 from m3u_proxy.handlers.openapi.common import (
+    CLIENT_ID,
     EXCLUDE,
     FIELD,
     FLAG,
@@ -10,12 +12,11 @@ from m3u_proxy.handlers.openapi.common import (
     _head,
     _json,
     _op,
+    _page,
     _param,
-    _path_id,
     _query,
 )
 from m3u_proxy.handlers.openapi.types import (
-    STRING,
     Schema,
     ref,
 )
@@ -39,6 +40,15 @@ def _observability() -> dict[str, Schema]:
                 "observability",
                 "Totals with every stream and client.",
                 {200: _json("Everything at once.", ref("Stats"))},
+                params=[
+                    _param(
+                        "active_only",
+                        "query",
+                        {"type": "boolean", "default": False},
+                        "List only the streams someone watches (totals still count all).",
+                    )
+                ],
+                errors=(422,),
             )
         },
         "/stats/streams": {
@@ -54,8 +64,39 @@ def _observability() -> dict[str, Schema]:
                 "observability",
                 "One connected player.",
                 {200: _json("The player.", ref("ClientDetail"))},
-                params=[_path_id("client_id", "A connected player's id.", STRING)],
+                params=[CLIENT_ID],
                 errors=(404,),
+            ),
+            "delete": _op(
+                "disconnect_client",
+                "observability",
+                "End one player's response now (an HLS player is forgotten; its next "
+                "request counts as a new viewer). Its `client_disconnected` event has "
+                "the reason `manual_disconnect`.",
+                {200: _json("The player as it was when it was ended.", ref("ClientEnded"))},
+                params=[CLIENT_ID],
+                errors=(404,),
+            ),
+        },
+        "/events/recent": {
+            "get": _op(
+                "recent_events",
+                "observability",
+                "The newest events first, from an in-memory window (empty after a "
+                f"restart): the last {CAPACITY} viewer events (`client_connected`, "
+                f"`client_disconnected`) and the last {CAPACITY} of all others.",
+                {200: _json("Events, newest first.", ref("RecentEvents"))},
+                params=[
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
+                        "At most this many events.",
+                    ),
+                    _query("types", "Only these event types (comma-separated)."),
+                    _query("exclude", "None of these event types (comma-separated)."),
+                ],
+                errors=(422,),
             )
         },
         "/info": {
@@ -84,6 +125,8 @@ def _observability() -> dict[str, Schema]:
                 {200: _body("text/plain", "Metric families in the Prometheus text format.")},
             )
         },
+        "/": {"get": _page("status_page", "The status page (HTML; open, it holds no data).")},
+        "/ui": {"get": _page("status_page_ui", "The status page, as at `/`.")},
         "/openapi.json": {
             "get": _op(
                 "openapi",
