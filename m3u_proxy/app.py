@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from m3u_proxy.config import Config
+from m3u_proxy.errors import ConfigError, ValidationFailed
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.recent import RecentEvents
 from m3u_proxy.handlers import info, metrics, webhooks
@@ -32,15 +33,20 @@ from m3u_proxy.keys import (
     CONFIG,
     EVENTS,
     NETWORKS,
+    PROVIDERS,
     RECENT_EVENTS,
     REGISTRY,
     SESSION,
     SIGNER,
+    SLOTS,
     STARTED,
     STORE,
     TRACKER,
 )
 from m3u_proxy.process.lifecycle import end_tracking
+from m3u_proxy.providers.ledger import MemoryLedger
+from m3u_proxy.providers.model import Providers, ProviderSpec, parse_provider
+from m3u_proxy.providers.policy import Slots
 from m3u_proxy.routes import add_routes
 from m3u_proxy.store.sqlite import SqliteStore, Store
 from m3u_proxy.streams.failover import COOLDOWNS, Cooldowns
@@ -66,14 +72,32 @@ async def _secret(config: Config, store: Store) -> str:
     return secret
 
 
-def _store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:
+def _provider_seeds(config: Config) -> list[ProviderSpec]:
+    """The config's ``[[providers]]`` tables, validated like a PUT body."""
+    seeds = []
+    for i, table in enumerate(config.providers):
+        body = {key: value for key, value in table.items() if key != "name"}
+        try:
+            seeds.append(parse_provider(table["name"], body, f"providers[{i}]."))
+        except ValidationFailed as exc:
+            raise ConfigError(f"invalid config: {exc.detail}") from exc
+    return seeds
+
+
+def _store_ctx(
+    store: Store | None, seeds: list[ProviderSpec]
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         opened = store or await SqliteStore.open(app[CONFIG].data_path / DB_NAME)
         app[STORE] = opened
         app[REGISTRY] = Registry(opened)
         await app[REGISTRY].load()
+        app[PROVIDERS] = Providers(opened, seeds)
+        await app[PROVIDERS].load()
+        app[SLOTS] = Slots(app[PROVIDERS], MemoryLedger(), app[EVENTS])
         app[SIGNER] = Signer(await _secret(app[CONFIG], opened))
         yield
+        await app[SLOTS].close()
         await opened.close()
 
     return ctx
@@ -101,6 +125,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
     """Build the server. ``store`` overrides the SQLite store (tests, other backends)."""
+    seeds = _provider_seeds(config)
     app = web.Application(
         middlewares=[
             metrics.request_timer,
@@ -130,7 +155,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.on_shutdown.append(end_tracking)  # first: its stream_stopped events still go out
     app.cleanup_ctx.extend(
         [
-            _store_ctx(store),
+            _store_ctx(store, seeds),
             _session_ctx,
             _background_ctx,
             webhooks.webhooks_ctx,

@@ -9,6 +9,7 @@ from m3u_proxy.handlers import (
     openapi,
     playback,
     playlists,
+    providers,
     stats,
     ui,
     webhooks,
@@ -50,6 +51,11 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
         hls.resource,
         allow_head=True,
     )
+    # provider accounts and their connection limits
+    r.add_get(prefix + "/providers", providers.list_providers)
+    r.add_put(prefix + "/providers/{name}", providers.put_provider)
+    r.add_get(prefix + "/providers/{name}", providers.get_provider)
+    r.add_delete(prefix + "/providers/{name}", providers.delete_provider)
     # webhooks and metrics
     r.add_get(prefix + "/metrics", metrics.metrics_handler)
     r.add_post(prefix + "/webhooks", webhooks.create_webhook)

@@ -25,7 +25,7 @@ from m3u_proxy.events.delivery import Counts
 from m3u_proxy.handlers.hls import HLS_CACHE
 from m3u_proxy.handlers.stats import totals
 from m3u_proxy.handlers.webhooks import WEBHOOKS
-from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, TRACKER
+from m3u_proxy.keys import CONFIG, EVENTS, PROVIDERS, REGISTRY, SLOTS, TRACKER
 from m3u_proxy.web.middlewares import Handler, is_management, route_path
 
 ROUTE_KINDS = ("stream", "hls", "management", "other")
@@ -117,6 +117,7 @@ class ProxyCollector:
             events.add_metric([event_type], count)
         yield events
         yield from self._webhooks()
+        yield from self._providers()
         if app[CONFIG].events.metrics_stream_labels:
             yield from self._per_stream()
 
@@ -148,6 +149,39 @@ class ProxyCollector:
             "Webhook events waiting for delivery.",
             hooks.queued if hooks is not None else 0,
         )
+
+    def _providers(self) -> Iterator[Metric]:
+        """Slots per provider: labels are provider names, which the operator defines."""
+        providers, slots = self.app.get(PROVIDERS), self.app.get(SLOTS)
+        specs = providers.all() if providers is not None else []
+        in_use = GaugeMetricFamily(
+            "m3u_proxy_provider_slots_in_use",
+            "Provider connections (slots) held by this instance now.",
+            labels=["provider"],
+        )
+        limits = GaugeMetricFamily(
+            "m3u_proxy_provider_max_connections",
+            "Connections a provider account allows (providers with a limit).",
+            labels=["provider"],
+        )
+        rejected = CounterMetricFamily(
+            "m3u_proxy_provider_rejected",
+            "Viewers turned away because their provider was full.",
+            labels=["provider"],
+        )
+        preempted = CounterMetricFamily(
+            "m3u_proxy_provider_preempted",
+            "Playbacks ended to give their slot to a newer viewer.",
+            labels=["provider"],
+        )
+        for spec in specs:
+            name = spec.name
+            in_use.add_metric([name], len(slots.local(name)) if slots is not None else 0)
+            if spec.max_connections is not None:
+                limits.add_metric([name], spec.max_connections)
+            rejected.add_metric([name], slots.rejected_total[name] if slots is not None else 0)
+            preempted.add_metric([name], slots.preempted_total[name] if slots is not None else 0)
+        yield from (in_use, limits, rejected, preempted)
 
     def _per_stream(self) -> Iterator[Metric]:
         """Per-stream series: bounded by the registered streams, so only on request."""

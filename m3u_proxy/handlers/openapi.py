@@ -17,7 +17,14 @@ from aiohttp import web
 from m3u_proxy import __version__
 from m3u_proxy.events.recent import CAPACITY, MAX_LIMIT
 from m3u_proxy.handlers.openapi_info import info_schemas
-from m3u_proxy.handlers.openapi_schemas import MD5_ID, STRING, Schema, component_schemas, ref
+from m3u_proxy.handlers.openapi_schemas import (
+    MD5_ID,
+    PROVIDER_NAME_PATTERN,
+    STRING,
+    Schema,
+    component_schemas,
+    ref,
+)
 from m3u_proxy.keys import CONFIG
 
 JSON = "application/json"
@@ -34,7 +41,11 @@ _ERRORS = {
     413: ("PayloadTooLarge", "The request body is larger than `server.max_body_size`."),
     422: ("ValidationFailed", "A field or query parameter fails validation; the detail names it."),
     502: ("UpstreamFailed", "No provider in the chain gave a usable answer."),
-    503: ("ServiceUnavailable", "The proxy serves `server.max_clients` players already."),
+    503: (
+        "ServiceUnavailable",
+        "The proxy serves `server.max_clients` players already, or the stream's provider "
+        "is at its `max_connections` (with `Retry-After`).",
+    ),
     504: ("UpstreamTimedOut", "The provider did not answer in time."),
 }
 
@@ -62,6 +73,9 @@ def _path_id(name: str, description: str, schema: Schema = MD5_ID) -> Schema:
     return _param(name, "path", schema, description, required=True)
 
 
+PROVIDER = _path_id(
+    "name", "The provider's name.", {"type": "string", "pattern": PROVIDER_NAME_PATTERN}
+)
 STREAM_ID = _path_id("stream_id", "The stream id: md5 of its primary URL, 32 hex chars.")
 PLAYLIST_ID = _path_id("playlist_id", "The playlist id: md5 of its URL (or of its name).")
 FLAG = {"type": "boolean", "default": True}
@@ -445,6 +459,47 @@ def _playback() -> dict[str, Schema]:
     }
 
 
+def _providers() -> dict[str, Schema]:
+    provider = ref("Provider")
+    return {
+        "/providers": {
+            "get": _op(
+                "list_providers",
+                "providers",
+                "Every provider account with its slots in use.",
+                {200: _json("The providers.", ref("ProviderList"))},
+            )
+        },
+        "/providers/{name}": {
+            "put": _op(
+                "put_provider",
+                "providers",
+                "Define a provider account (connection limit, URL prefixes), or update it.",
+                {200: _json("Updated.", provider), 201: _json("Defined.", provider)},
+                params=[PROVIDER],
+                body="ProviderDefinition",
+                errors=(422,),
+            ),
+            "get": _op(
+                "get_provider",
+                "providers",
+                "One provider account with its slots in use.",
+                {200: _json("The provider.", provider)},
+                params=[PROVIDER],
+                errors=(404,),
+            ),
+            "delete": _op(
+                "delete_provider",
+                "providers",
+                "Forget a provider: its URLs play without a limit from now on.",
+                {200: _json("Deleted.", ref("Message"))},
+                params=[PROVIDER],
+                errors=(404,),
+            ),
+        },
+    }
+
+
 def _webhooks() -> dict[str, Schema]:
     hook = ref("Webhook")
     return {
@@ -575,6 +630,7 @@ def document(root_path: str = "") -> dict[str, Any]:
             **_observability(),
             **_streams(),
             **_playback(),
+            **_providers(),
             **_webhooks(),
             **_playlists(),
         },

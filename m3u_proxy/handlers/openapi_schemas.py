@@ -11,7 +11,8 @@ from typing import Any
 from m3u_proxy.events.bus import EVENT_TYPES
 from m3u_proxy.handlers.webhooks import MAX_RETRIES, MAX_SECRET_LENGTH, MAX_TIMEOUT
 from m3u_proxy.playlists.spec import MAX_FAILOVER_PLAYLISTS, MAX_NAME, MAX_REFRESH, MIN_REFRESH
-from m3u_proxy.streams.registry import MAX_URL_LENGTH, SILENCE_FIELDS, STREAM_TYPES
+from m3u_proxy.providers.model import MAX_PREFIXES, MAX_SLOT_WAIT, ON_LIMIT
+from m3u_proxy.streams.registry import MAX_URL_LENGTH, SHARING, SILENCE_FIELDS, STREAM_TYPES
 
 Schema = dict[str, Any]
 
@@ -40,6 +41,8 @@ HEADERS_IN: Schema = {
 }
 MD5_ID: Schema = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 SILENCE_SCHEMAS: dict[type, Schema] = {bool: BOOLEAN, float: NUMBER}
+PROVIDER_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+PROVIDER_NAME: Schema = {"type": "string", "pattern": PROVIDER_NAME_PATTERN}
 
 
 def ref(name: str) -> Schema:
@@ -81,7 +84,11 @@ def _stream_stat() -> Schema:
             "last_failover_time": MAYBE_TIME,
             "upstream_connections": INTEGER,
             "shared": {**BOOLEAN, "description": "its viewers share one provider connection"},
-            "provider": MAYBE_STRING,
+            "provider": {
+                "type": ["string", "null"],
+                "description": "the provider of the URL in use (match prefix, else the "
+                "stream's `provider` field)",
+            },
             "created_at": TIME,
             "last_access": MAYBE_TIME,
             "metadata": STRING_MAP,
@@ -160,6 +167,17 @@ def _stream_registration() -> Schema:
                 name: {**SILENCE_SCHEMAS[kind], "type": [SILENCE_SCHEMAS[kind]["type"], "null"]}
                 for name, kind in SILENCE_FIELDS.items()
             },
+            "provider": {
+                "type": ["string", "null"],
+                "pattern": PROVIDER_NAME_PATTERN,
+                "description": "the provider account of URLs that no provider's `match` "
+                "prefix claims",
+            },
+            "sharing": {
+                "enum": [*SHARING, None],
+                "description": "live viewers share one provider connection: always, never, "
+                "or auto (while the provider has a limit); null: config `sharing.mode`",
+            },
         },
     )
     schema["description"] = (
@@ -193,7 +211,64 @@ def _stream_registered() -> Schema:
             "stream_endpoint": STRING,
             "direct_url": STRING,
             "playlist_url": MAYBE_STRING,
+            "provider": MAYBE_STRING,
+            "sharing": {"enum": list(SHARING)},
             "created_at": TIME,
+        }
+    )
+
+
+def _provider_definition() -> Schema:
+    schema = obj(
+        {},
+        {
+            "max_connections": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "simultaneous connections the account allows; null = no limit",
+            },
+            "match": {
+                "type": ["array", "null"],
+                "items": {
+                    "type": "string",
+                    "description": "scheme://host[:port][/path]; the longest prefix wins",
+                },
+                "maxItems": MAX_PREFIXES,
+            },
+            "on_limit": {"enum": list(ON_LIMIT), "default": "reject"},
+            "slot_wait": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": MAX_SLOT_WAIT,
+                "default": 2.0,
+                "description": "seconds a viewer waits for a slot before on_limit applies",
+            },
+        },
+    )
+    schema["description"] = "Unknown fields are ignored."
+    schema["examples"] = [
+        {
+            "max_connections": 1,
+            "match": ["http://provider.example:8080/live/user1/"],
+            "on_limit": "reject",
+            "slot_wait": 2,
+        }
+    ]
+    return schema
+
+
+def _provider() -> Schema:
+    return obj(
+        {
+            "name": PROVIDER_NAME,
+            "max_connections": {"type": ["integer", "null"]},
+            "match": STRINGS,
+            "on_limit": {"enum": list(ON_LIMIT)},
+            "slot_wait": NUMBER,
+            "in_use": {**INTEGER, "description": "slots held now"},
+            "viewers": {**INTEGER, "description": "players those slots serve"},
+            "rejected_total": INTEGER,
+            "preempted_total": INTEGER,
         }
     )
 
@@ -306,6 +381,12 @@ def _playlist_source(top_level: bool) -> Schema:
                 "maxItems": MAX_FAILOVER_PLAYLISTS,
                 "description": "entries with the same tvg-id (else name) become failover_urls",
             },
+            "provider": {
+                "type": ["string", "null"],
+                "pattern": PROVIDER_NAME_PATTERN,
+                "description": "the provider account of the playlist's streams (their "
+                "`provider` field)",
+            },
         },
     )
     schema["oneOf"] = one_of
@@ -357,6 +438,7 @@ def _import_report() -> Schema:
             "skipped": array(ref("SkippedLine")),
             "imported_at": TIME,
             "refresh_interval": MAYBE_NUMBER,
+            "provider": MAYBE_STRING,
             "export_url": STRING,
         }
     )
@@ -371,6 +453,7 @@ def _playlist_summary() -> Schema:
             **source["properties"],
             "refresh_interval": MAYBE_NUMBER,
             "failover_playlists": array(ref("PlaylistSourceView")),
+            "provider": MAYBE_STRING,
             **dict.fromkeys(_COUNTS, INTEGER),
             "retiring_streams": INTEGER,
             "created_at": TIME,
@@ -505,6 +588,9 @@ def component_schemas() -> dict[str, Schema]:
                 "stream_age_seconds": {**NUMBER, "description": "seconds since its created_at"},
             }
         ),
+        "ProviderDefinition": _provider_definition(),
+        "Provider": _provider(),
+        "ProviderList": obj({"providers": array(ref("Provider"))}),
         "WebhookRegistration": _webhook_in(),
         "Delivery": _delivery(),
         "Webhook": _webhook(),

@@ -1,0 +1,1 @@
+"""Tests of `m3u_proxy.providers` (named apart: ``tests/providers.py`` is the fake provider)."""
