@@ -94,7 +94,12 @@ def _store_ctx(
         await app[REGISTRY].load()
         app[PROVIDERS] = Providers(opened, seeds)
         await app[PROVIDERS].load()
-        app[SLOTS] = Slots(app[PROVIDERS], MemoryLedger(), app[EVENTS])
+        app[SLOTS] = Slots(
+            app[PROVIDERS],
+            MemoryLedger(),
+            app[EVENTS],
+            preempt_memory=app[CONFIG].clients.client_timeout,
+        )
         app[SIGNER] = Signer(await _secret(app[CONFIG], opened))
         yield
         await app[SLOTS].close()

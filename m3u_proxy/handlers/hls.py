@@ -27,8 +27,9 @@ from m3u_proxy.hls.fetch import (
 )
 from m3u_proxy.hls.rewrite import UriKind, rewrite_playlist
 from m3u_proxy.hls.sticky import StickyPlaylists
-from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, TRACKER
-from m3u_proxy.streams.failover import Chain, Failure
+from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, SLOTS, TRACKER
+from m3u_proxy.providers.policy import Claimant, viewer_key
+from m3u_proxy.streams.failover import Chain, Failure, chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import ClientState
 from m3u_proxy.upstream import Upstream
@@ -52,14 +53,48 @@ _LETTER: dict[UriKind, str] = {
 }
 
 
-def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
-    return request.app[TRACKER].hls_client(
-        definition,
-        client_id=request.query.get("client_id"),
-        ip_address=client_ip(request),
-        user_agent=request.headers.get("User-Agent", ""),
-        username=request.query.get("username") or request.headers.get("X-Username"),
-    )
+async def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
+    """The HLS player behind a request; a new one first takes a slot of its provider
+    (API.md: one HLS viewer active within ``client_timeout`` is one slot), which goes
+    back when the tracker lets the player go (silence, deletion, zap, preemption)."""
+    tracker = request.app[TRACKER]
+    client_id, address = request.query.get("client_id"), client_ip(request)
+    agent = request.headers.get("User-Agent", "")
+    username = request.query.get("username") or request.headers.get("X-Username")
+    key = tracker.hls_key(definition.stream_id, client_id, address, agent, username)
+
+    def player() -> ClientState:
+        return tracker.hls_client(
+            definition,
+            client_id=client_id,
+            ip_address=address,
+            user_agent=agent,
+            username=username,
+        )
+
+    if key in tracker.hls_clients:
+        return player()
+    seat: list[ClientState] = []
+
+    def end(reason: str) -> None:
+        for client in seat:
+            tracker.disconnect(client, request.app[REGISTRY].get(client.stream_id), reason)
+
+    claimant = Claimant(definition.stream_id, viewer_key(client_id, address, agent), end)
+    runtime = tracker.runtime(definition.stream_id)
+    urls = chain_urls(definition, runtime)
+    url = urls[min(runtime.current_index, len(urls) - 1)]
+    _, holding = await request.app[SLOTS].claim([url], 0, definition.provider, claimant)
+    known = key in tracker.hls_clients  # a parallel request of the same player won
+    client = player()
+    if holding is not None:
+        if known:
+            holding.release()
+        else:
+            seat.append(client)
+            claimant.client_id = client.client_id
+            client.on_leave.append(holding.release)
+    return client
 
 
 def _definition(request: web.Request) -> StreamDefinition:
@@ -144,7 +179,7 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
     if sticky is not None:
         # Remembered without this player's directives: the next reload brings its own.
         sticky.remember(definition.stream_id, chain.url, without_directives(fetched.url))
-    _player(request, definition)
+    await _player(request, definition)
     return _served(request, fetcher, fetched)
 
 
@@ -157,7 +192,7 @@ async def resource(request: web.Request) -> web.StreamResponse:
         # Forged, altered or for another stream: refuse without contacting anyone.
         raise web.HTTPForbidden(reason="this HLS URL was not issued by this proxy")
     asked = _directives(request) if letter == "p" else {}
-    client = _player(request, definition)
+    client = await _player(request, definition)
     fetcher = _fetcher(request, definition)
     if letter == "p":
         try:

@@ -14,7 +14,9 @@ provider of the wanted URL is full, in the order of API.md:
 3. the next URL of the chain whose provider has a free slot (or no limit);
 4. wait up to the provider's ``slot_wait`` for a slot to free;
 5. ``on_limit``: ``reject`` raises `ProviderFull` (503 + Retry-After);
-   ``preempt_oldest`` ends the provider's oldest playback and takes its slot.
+   ``preempt_oldest`` ends the provider's oldest playback and takes its slot — unless
+   this viewer was itself preempted within ``preempt_memory`` seconds (players retry on
+   their own; two of them would otherwise take the slot back and forth): then reject.
 
 The counting itself is the `SlotLedger`'s; this module keeps the local holdings (what
 can be ended here), the totals and the events.
@@ -79,7 +81,13 @@ class Holding:
 class Slots:
     """The policy over a `SlotLedger`: claims, zaps, waits, rejects and preemptions."""
 
-    def __init__(self, providers: Providers, ledger: SlotLedger, events: EventBus) -> None:
+    def __init__(
+        self,
+        providers: Providers,
+        ledger: SlotLedger,
+        events: EventBus,
+        preempt_memory: float = 30.0,
+    ) -> None:
         self.providers = providers
         self.ledger = ledger
         self.events = events
@@ -89,6 +97,10 @@ class Slots:
         self._prefix = secrets.token_hex(6)
         self._ids = itertools.count(1)
         self._releases: set[asyncio.Task[None]] = set()
+        # Viewers preempted lately (players reconnect on their own): for this many seconds
+        # they may not preempt in turn, or two of them would take the slot back and forth.
+        self.preempt_memory = preempt_memory
+        self._preempted: dict[str, float] = {}
 
     # -- reading -----------------------------------------------------------------------
 
@@ -205,13 +217,14 @@ class Slots:
                 "action": action,
             },
         )
-        if spec.on_limit == "preempt_oldest":
+        if spec.on_limit == "preempt_oldest" and not self._lately_preempted(claimant.viewer):
             # Only playbacks of this instance can be ended from here; with none, reject.
             for oldest in self.local(spec.name):
                 holding = await self._take_over(oldest, claimant, "preempted")
                 if holding is None:
                     continue
                 self.preempted_total[spec.name] += 1
+                self._preempted[oldest.claimant.viewer] = time.monotonic()
                 self.events.emit(
                     "client_preempted",
                     oldest.claimant.stream_id,
@@ -224,6 +237,15 @@ class Slots:
                 return holding
         self.rejected_total[spec.name] += 1
         raise self._full(spec)
+
+    def _lately_preempted(self, viewer: str) -> bool:
+        now = time.monotonic()
+        if len(self._preempted) > 10_000:
+            self._preempted = {
+                v: t for v, t in self._preempted.items() if now - t < self.preempt_memory
+            }
+        when = self._preempted.get(viewer)
+        return when is not None and now - when < self.preempt_memory
 
     @staticmethod
     def _full(spec: ProviderSpec) -> ProviderFull:

@@ -53,6 +53,8 @@ class ClientState:
     bandwidth_bps: float = 0.0
     is_connected: bool = True
     hls_key: str | None = None  # HLS: what ties the player's separate requests together
+    # Run once when the client is disconnected (an HLS viewer's provider slot goes back).
+    on_leave: list[Callable[[], None]] = attrs.field(factory=list)
     samples: collections.deque[int] = attrs.field(
         factory=lambda: collections.deque(maxlen=BANDWIDTH_WINDOW + 1)
     )
@@ -205,8 +207,7 @@ class Tracker:
         Players send no id with segment requests, so a player is its ``client_id`` when
         given, else its address, user agent and username on this stream.
         """
-        seed = f"{ip_address}|{user_agent}|{definition.stream_id}|{username or ''}"
-        key = f"{definition.stream_id}|{client_id or seed}"
+        key = self.hls_key(definition.stream_id, client_id, ip_address, user_agent, username)
         client = self.hls_clients.get(key)
         if client is None:
             client = self.connect(
@@ -225,12 +226,27 @@ class Tracker:
             state.last_access = client.last_access
         return client
 
+    @staticmethod
+    def hls_key(
+        stream_id: str,
+        client_id: str | None,
+        ip_address: str,
+        user_agent: str,
+        username: str | None,
+    ) -> str:
+        """What ties an HLS player's requests together (see `hls_client`)."""
+        seed = f"{ip_address}|{user_agent}|{stream_id}|{username or ''}"
+        return f"{stream_id}|{client_id or seed}"
+
     def disconnect(
         self, client: ClientState, definition: StreamDefinition | None, reason: str = "client_left"
     ) -> None:
         if not client.is_connected:
             return
         client.is_connected = False
+        for leave in client.on_leave:
+            leave()
+        client.on_leave.clear()
         self.clients.pop(client.client_id, None)
         if client.hls_key is not None:
             self.hls_clients.pop(client.hls_key, None)

@@ -20,7 +20,7 @@ from m3u_proxy.errors import ConfigError
 from m3u_proxy.events.bus import Event
 from m3u_proxy.keys import EVENTS
 from tests.conftest import ProxyFactory, make_config, until
-from tests.providers import TS_PACKET, ConnectionRecord, Provider, RequestRecord
+from tests.providers import TS_PACKET, ConnectionRecord, Provider, RequestRecord, ts_packets
 
 Client = TestClient[Any, Any]
 LIVE = "rate=400000&chunk=3760"  # a modest paced live stream: fast to start, cheap to run
@@ -418,3 +418,44 @@ class TestPlaylists:
         resp = await proxy.post("/playlists", json=body | {"provider": "no spaces"})
         assert resp.status == 422
         assert (await resp.json())["detail"].startswith("provider")
+
+
+def hls_folder(root: Path, name: str) -> None:
+    """A one-segment live HLS folder: enough for the proxy to serve a playlist."""
+    folder = root / name
+    folder.mkdir()
+    (folder / "index.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        "#EXTINF:2.0,\nseg0.ts\n"
+    )
+    (folder / "seg0.ts").write_bytes(ts_packets(1, 0, 100))
+
+
+class TestHls:
+    async def test_an_hls_viewer_holds_one_slot_until_it_goes_quiet(
+        self, proxy_factory: ProxyFactory, tmp_path: Path
+    ) -> None:
+        """One slot per HLS viewer however many requests it makes; another viewer is
+        refused; the same viewer zapping moves it; silence gives it back."""
+        for name in ("a", "b"):
+            hls_folder(tmp_path, name)
+        async with Provider(static_dir=tmp_path) as hls:
+            proxy = await proxy_factory(clients={"client_timeout": 1.0})
+            await define(proxy, "acme", max_connections=1, match=[hls.url("/file/")], slot_wait=0)
+            a = await register(proxy, hls.url("/file/a/index.m3u8"))
+            b = await register(proxy, hls.url("/file/b/index.m3u8"))
+            seen = recorder(proxy)
+            for _ in range(3):
+                resp = await proxy.get(f"/hls/{a}/playlist.m3u8", params={"client_id": "tv-a"})
+                assert resp.status == 200
+                segment = next(line for line in (await resp.text()).splitlines() if "/s/" in line)
+                assert (await proxy.get(segment)).status == 200
+            assert (await provider_view(proxy, "acme"))["in_use"] == 1
+            refused = await proxy.get(f"/hls/{b}/playlist.m3u8", params={"client_id": "tv-b"})
+            assert refused.status == 503
+            zapped = await proxy.get(f"/hls/{b}/playlist.m3u8", params={"client_id": "tv-a"})
+            assert zapped.status == 200
+            left = [e for e in seen if e["event_type"] == "client_disconnected"]
+            assert [(e["stream_id"], e["data"]["reason"]) for e in left] == [(a, "zapped")]
+            assert (await provider_view(proxy, "acme"))["in_use"] == 1
+            await until(lambda: _in_use_is(proxy, "acme", 0))  # client_timeout of silence

@@ -152,3 +152,21 @@ class TestPolicy:
         """client_id wins; without it, address and user agent identify the viewer."""
         assert viewer_key("tv1", "10.0.0.1", "VLC") == viewer_key("tv1", "10.0.0.2", "Kodi")
         assert viewer_key(None, "10.0.0.1", "VLC") != viewer_key(None, "10.0.0.1", "Kodi")
+
+
+class TestPreemptMemory:
+    async def test_a_preempted_viewer_cannot_preempt_back(self) -> None:
+        """A player that was just preempted and retries is rejected, not handed the slot."""
+        slots, _ = make_slots(
+            ProviderSpec("a", 1, ("http://a.example/",), on_limit="preempt_oldest", slot_wait=0)
+        )
+        first, second = Player("s1", "v1"), Player("s2", "v2")
+        await play(slots, first, [A1])
+        await play(slots, second, [A2])
+        assert first.ended == ["preempted"]
+        with pytest.raises(ProviderFull):
+            await play(slots, Player("s1", "v1"), [A1])  # v1's player reconnects
+        assert second.ended == []
+        slots.preempt_memory = 0  # once the memory has passed, latest wins again
+        await play(slots, Player("s1", "v1"), [A1])
+        assert second.ended == ["preempted"]
