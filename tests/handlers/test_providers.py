@@ -20,7 +20,14 @@ from m3u_proxy.errors import ConfigError
 from m3u_proxy.events.bus import Event
 from m3u_proxy.keys import EVENTS
 from tests.conftest import ProxyFactory, make_config, until
-from tests.providers import TS_PACKET, ConnectionRecord, Provider, RequestRecord, ts_packets
+from tests.providers import (
+    TS_PACKET,
+    ConnectionRecord,
+    Provider,
+    RequestRecord,
+    decode_packet,
+    ts_packets,
+)
 
 Client = TestClient[Any, Any]
 LIVE = "rate=400000&chunk=3760"  # a modest paced live stream: fast to start, cheap to run
@@ -321,6 +328,54 @@ class TestFull:
         for player in players:
             player.close()
         await until(lambda: _in_use_is(proxy, "alice", 0))
+        await until(lambda: _in_use_is(proxy, "bob", 0))
+
+
+class TestFailover:
+    async def test_no_spare_slot_the_old_source_gives_way_first(
+        self, proxy: Client, provider: Provider
+    ) -> None:
+        """A manual failover within a full 1-connection account closes the old source
+        before opening the new one; the player moves on the same response."""
+        await define(proxy, "acme", max_connections=1, match=[provider.url("/live/")])
+        sid = await register(
+            proxy,
+            provider.url(f"/live/main.ts?{LIVE}&id=1"),
+            failover_urls=[provider.url(f"/live/backup.ts?{LIVE}&id=2")],
+        )
+        player = await watch(proxy, sid, "tv-a")
+        assert (await proxy.post(f"/streams/{sid}/failover")).status == 200
+        async with asyncio.timeout(5):
+            while True:  # read whole packets until the backup's arrive
+                packet = await player.content.readexactly(TS_PACKET)
+                if decode_packet(packet)[0] == 2:
+                    break
+        assert max_concurrent(provider.connections) == 1
+        assert (await provider_view(proxy, "acme"))["in_use"] == 1
+        player.close()
+        await until(lambda: _in_use_is(proxy, "acme", 0))
+
+    async def test_failover_to_another_account_moves_the_slot(
+        self, proxy_factory: ProxyFactory, provider: Provider
+    ) -> None:
+        """A reset moves the player to its backup on another account: the first
+        account's slot is given back, the second's taken."""
+        proxy = await proxy_factory(upstream={"connect_retries": 0})
+        await define(proxy, "alice", max_connections=1, match=[provider.url("/u/alice/")])
+        await define(proxy, "bob", max_connections=1, match=[provider.url("/u/bob/")])
+        sid = await register(
+            proxy,
+            provider.url("/u/alice/reset/main.ts?after=37600&id=1"),
+            failover_urls=[provider.url(f"/u/bob/live/main.ts?{LIVE}&id=2")],
+            stream_type="live",
+        )
+        player = await watch(proxy, sid, "tv-a")
+        async with asyncio.timeout(5):
+            while decode_packet(await player.content.readexactly(TS_PACKET))[0] != 2:
+                pass
+        await until(lambda: _in_use_is(proxy, "alice", 0))
+        assert (await provider_view(proxy, "bob"))["in_use"] == 1
+        player.close()
         await until(lambda: _in_use_is(proxy, "bob", 0))
 
 
