@@ -1,1 +1,2 @@
-"""Tests of `m3u_proxy.providers` (named apart: ``tests/providers.py`` is the fake provider)."""
+"""Tests of `m3u_proxy.providers` and of the limits in playback (named apart:
+``tests/providers.py`` is the fake provider); `support` holds their shared helpers."""
