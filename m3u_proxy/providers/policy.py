@@ -266,7 +266,11 @@ class Slots:
         self.holdings[holding.holder_id] = holding  # visible at once: never "in transit"
         old.claimant.end(reason)
         old.released.set()
-        await asyncio.sleep(CLOSE_SETTLE)
+        try:
+            await asyncio.sleep(CLOSE_SETTLE)
+        except BaseException:  # the claim was cancelled (its player left): give it back
+            holding.release()
+            raise
         return holding
 
     # -- releasing ---------------------------------------------------------------------

@@ -170,3 +170,35 @@ class TestPreemptMemory:
         slots.preempt_memory = 0  # once the memory has passed, latest wins again
         await play(slots, Player("s1", "v1"), [A1])
         assert second.ended == ["preempted"]
+
+
+class TestCancellation:
+    async def test_a_claim_cancelled_during_a_zap_gives_the_slot_back(self) -> None:
+        """A player that leaves while its zap is settling leaves no slot behind."""
+        slots, _ = make_slots(ProviderSpec("a", 1, ("http://a.example/",)))
+        first = Player("s1", "v")
+        await play(slots, first, [A1])
+        zap = asyncio.create_task(play(slots, Player("s2", "v"), [A2]))
+        await asyncio.sleep(0)  # the zap has ended the old playback and is settling
+        assert first.ended == ["zapped"]
+        zap.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await zap
+        await asyncio.sleep(0.05)  # a released slot passes on after CLOSE_SETTLE
+        assert await slots.in_use("a") == 0
+        assert slots.holdings == {}
+
+    async def test_a_claim_cancelled_while_waiting_takes_nothing(self) -> None:
+        """A player that leaves during slot_wait holds nothing afterwards."""
+        slots, _ = make_slots(ProviderSpec("a", 1, ("http://a.example/",), slot_wait=5))
+        first = Player("s1", "v1")
+        await play(slots, first, [A1])
+        waiting = asyncio.create_task(play(slots, Player("s2", "v2"), [A2]))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        first.holding.release()  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)
+        assert await slots.in_use("a") == 0
+        assert slots.holdings == {}
