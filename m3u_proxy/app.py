@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from m3u_proxy.config import Config
+from m3u_proxy.errors import ConfigError, ValidationFailed
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.recent import RecentEvents
 from m3u_proxy.events.webhooks import FLUSH_LIMIT, Webhooks
@@ -35,10 +36,12 @@ from m3u_proxy.keys import (
     NETWORKS,
     PLAYLIST_MANAGER,
     PLAYLISTS,
+    PROVIDERS,
     RECENT_EVENTS,
     REGISTRY,
     SESSION,
     SIGNER,
+    SLOTS,
     STARTED,
     STICKY,
     STORE,
@@ -49,6 +52,9 @@ from m3u_proxy.keys import (
 from m3u_proxy.metrics import Metrics, Sources
 from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.process.lifecycle import InFlight
+from m3u_proxy.providers.ledger import MemoryLedger
+from m3u_proxy.providers.model import Providers, ProviderSpec, parse_provider
+from m3u_proxy.providers.policy import Slots
 from m3u_proxy.routes import add_routes
 from m3u_proxy.store import kinds
 from m3u_proxy.store.sqlite import SqliteStore, Store
@@ -79,14 +85,37 @@ async def _secret(config: Config, store: Store) -> str:
     return secret
 
 
-def _store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:
+def _provider_seeds(config: Config) -> list[ProviderSpec]:
+    """The config's ``[[providers]]`` tables, validated like a PUT body."""
+    seeds = []
+    for i, table in enumerate(config.providers):
+        body = {key: value for key, value in table.items() if key != "name"}
+        try:
+            seeds.append(parse_provider(table["name"], body, f"providers[{i}]."))
+        except ValidationFailed as exc:
+            raise ConfigError(f"invalid config: {exc.detail}") from exc
+    return seeds
+
+
+def _store_ctx(
+    store: Store | None, seeds: list[ProviderSpec]
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         opened = store or await SqliteStore.open(app[CONFIG].data_path / DB_NAME)
         app[STORE] = opened
         app[REGISTRY] = Registry(opened)
         await app[REGISTRY].load()
+        app[PROVIDERS] = Providers(opened, seeds)
+        await app[PROVIDERS].load()
+        app[SLOTS] = Slots(
+            app[PROVIDERS],
+            MemoryLedger(),
+            app[EVENTS],
+            preempt_memory=app[CONFIG].clients.client_timeout,
+        )
         app[SIGNER] = Signer(await _secret(app[CONFIG], opened))
         yield
+        await app[SLOTS].close()
         await opened.close()
 
     return ctx
@@ -162,6 +191,8 @@ async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
             events=app[EVENTS],
             hls_cache=app[HLS_CACHE],
             webhooks=app[WEBHOOKS],
+            providers=app[PROVIDERS],
+            slots=app[SLOTS],
             stream_labels=app[CONFIG].events.metrics_stream_labels,
         )
     )
@@ -224,6 +255,7 @@ def begin_stop(app: web.Application) -> tuple[int, asyncio.TimerHandle]:
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
     """Build the server. ``store`` overrides the SQLite store (tests, other backends)."""
+    seeds = _provider_seeds(config)
     app = web.Application(
         middlewares=[
             middlewares.request_timer,
@@ -255,7 +287,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.on_shutdown.append(_end_tracking)  # first: its stream_stopped events still go out
     app.on_shutdown.append(_end_live_streams)
     app.cleanup_ctx.extend(
-        [_store_ctx(store), _session_ctx, _background_ctx, _webhooks_ctx, _capabilities_ctx]
+        [_store_ctx(store, seeds), _session_ctx, _background_ctx, _webhooks_ctx, _capabilities_ctx]
     )
     app.cleanup_ctx.append(_playlists_ctx)  # playlists: after the store and the session
     app.cleanup_ctx.append(_metrics_ctx)  # reads all of the above

@@ -107,6 +107,19 @@ class EventsConfig:
     metrics_stream_labels: bool = _opt(False, bool, "per-stream labels on /metrics")
 
 
+SHARING_MODES = ("auto", "always", "never")
+
+
+@attrs.frozen
+class SharingConfig:
+    mode: str = _opt(
+        "auto",
+        str,
+        "default `sharing` of streams: auto, always or never",
+        env="M3U_PROXY_SHARING_MODE",
+    )
+
+
 @attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
@@ -117,6 +130,12 @@ class Config:
     clients: ClientsConfig = ClientsConfig()
     hls: HlsConfig = HlsConfig()
     events: EventsConfig = EventsConfig()
+    sharing: SharingConfig = SharingConfig()
+    # ``[[providers]]`` tables as written: `m3u_proxy.providers.model` validates them when
+    # the app is built (they are seeds; PUT /providers/{name} overrides one by name).
+    providers: tuple[dict[str, Any], ...] = attrs.field(
+        default=(), hash=False, metadata={"tables": True}
+    )
 
     @property
     def data_path(self) -> Path:
@@ -126,7 +145,11 @@ class Config:
 def sections() -> dict[str, type]:
     """Section name -> its attrs class, in declaration order."""
     defaults = Config()
-    return {f.name: type(getattr(defaults, f.name)) for f in attrs.fields(Config)}
+    return {
+        f.name: type(getattr(defaults, f.name))
+        for f in attrs.fields(Config)
+        if not f.metadata.get("tables")
+    }
 
 
 def iter_keys() -> list[tuple[str, attrs.Attribute[Any]]]:
@@ -181,6 +204,7 @@ def load_config(
     already parsed by the CLI; ``None`` values are ignored.
     """
     table = _read_toml(toml_path) if toml_path else {}
+    providers = _provider_tables(table.pop("providers", []), toml_path)
     known_sections = sections()
     for name, value in table.items():
         if name not in known_sections or not isinstance(value, dict):
@@ -205,7 +229,18 @@ def load_config(
             if key not in known:
                 raise ConfigError(f"unknown config key {section_name}.{key} in {toml_path}")
     built = {name: cls(**values[name]) for name, cls in known_sections.items()}
-    return _validate(Config(**built))
+    return _validate(Config(**built, providers=providers))
+
+
+def _provider_tables(value: Any, toml_path: str | None) -> tuple[dict[str, Any], ...]:
+    """``[[providers]]``: an array of tables, each with a ``name`` (the rest is checked
+    by the providers model when the app is built)."""
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigError(f"providers in {toml_path} must be [[providers]] tables")
+    for i, item in enumerate(value):
+        if not isinstance(item.get("name"), str):
+            raise ConfigError(f"providers[{i}] in {toml_path} needs a name")
+    return tuple(dict(item) for item in value)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -233,6 +268,10 @@ def _validate(config: Config) -> Config:
             ipaddress.ip_network(network, strict=False)
         except ValueError as exc:
             raise ConfigError(f"server.trusted_proxies: {exc}") from exc
+    _check(
+        config.sharing.mode in SHARING_MODES,
+        f"unknown sharing.mode {config.sharing.mode!r}: use auto, always or never",
+    )
     root = config.server.root_path.strip()
     root = ("/" + root.strip("/")) if root.strip("/") else ""
     public = config.server.public_url.rstrip("/")

@@ -14,9 +14,10 @@ class ApiError(Exception):
 
     status = 400
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
 
 
 class BadRequest(ApiError):
@@ -51,6 +52,17 @@ class ValidationFailed(ApiError):
 
 class ServiceUnavailable(ApiError):
     status = 503
+
+
+class ProviderFull(ServiceUnavailable):
+    """Every connection of a provider account is in use and its policy says reject."""
+
+    def __init__(self, name: str, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"provider {name} is at its limit of {limit} connections",
+            {"Retry-After": str(retry_after)},
+        )
+        self.provider = name
 
 
 class UpstreamFailed(ApiError):

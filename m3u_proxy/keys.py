@@ -15,6 +15,8 @@ from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.metrics import Metrics
 from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.process.lifecycle import InFlight
+from m3u_proxy.providers.model import Providers
+from m3u_proxy.providers.policy import Slots
 from m3u_proxy.store.sqlite import Store
 from m3u_proxy.streams.failover import Cooldowns, Failover
 from m3u_proxy.streams.registry import Registry
@@ -46,3 +48,5 @@ COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
 FAILOVER = web.AppKey("failover", Failover)
 METRICS = web.AppKey("metrics", Metrics)
 CAPABILITIES = web.AppKey("capabilities", Capabilities)  # ffmpeg and acceleration
+PROVIDERS = web.AppKey("providers", Providers)
+SLOTS = web.AppKey("slots", Slots)

@@ -23,6 +23,8 @@ from m3u_proxy import __version__
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import Webhooks
 from m3u_proxy.hls.download import SharedDownloads
+from m3u_proxy.providers.model import Providers
+from m3u_proxy.providers.policy import Slots
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
 
@@ -50,6 +52,8 @@ class Sources:
     events: EventBus
     hls_cache: SharedDownloads
     webhooks: Webhooks
+    providers: Providers
+    slots: Slots
     stream_labels: bool  # events.metrics_stream_labels
 
 
@@ -115,6 +119,7 @@ class ProxyCollector:
             events.add_metric([event_type], count)
         yield events
         yield from self._webhooks()
+        yield from self._providers()
         if sources.stream_labels:
             yield from self._per_stream()
 
@@ -146,6 +151,38 @@ class ProxyCollector:
             "Webhook events waiting for delivery.",
             hooks.queued,
         )
+
+    def _providers(self) -> Iterator[Metric]:
+        """Slots per provider: labels are provider names, which the operator defines."""
+        slots = self.sources.slots
+        in_use = GaugeMetricFamily(
+            "m3u_proxy_provider_slots_in_use",
+            "Provider connections (slots) held by this instance now.",
+            labels=["provider"],
+        )
+        limits = GaugeMetricFamily(
+            "m3u_proxy_provider_max_connections",
+            "Connections a provider account allows (providers with a limit).",
+            labels=["provider"],
+        )
+        rejected = CounterMetricFamily(
+            "m3u_proxy_provider_rejected",
+            "Viewers turned away because their provider was full.",
+            labels=["provider"],
+        )
+        preempted = CounterMetricFamily(
+            "m3u_proxy_provider_preempted",
+            "Playbacks ended to give their slot to a newer viewer.",
+            labels=["provider"],
+        )
+        for spec in self.sources.providers.all():
+            name = spec.name
+            in_use.add_metric([name], len(slots.local(name)))
+            if spec.max_connections is not None:
+                limits.add_metric([name], spec.max_connections)
+            rejected.add_metric([name], slots.rejected_total[name])
+            preempted.add_metric([name], slots.preempted_total[name])
+        yield from (in_use, limits, rejected, preempted)
 
     def _per_stream(self) -> Iterator[Metric]:
         """Per-stream series: bounded by the registered streams, so only on request."""

@@ -10,6 +10,7 @@ from m3u_proxy.handlers import (
     openapi,
     playback,
     playlists,
+    providers,
     stats,
     ui,
     webhooks,
@@ -47,6 +48,11 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_get(prefix + urls.STREAM_ROUTE, playback.play, allow_head=True)
     r.add_get(prefix + urls.HLS_PLAYLIST_ROUTE, hls.master_playlist, allow_head=True)
     r.add_get(prefix + urls.HLS_RESOURCE_ROUTE, hls.resource, allow_head=True)
+    # provider accounts and their connection limits
+    r.add_get(prefix + "/providers", providers.list_providers)
+    r.add_put(prefix + "/providers/{name}", providers.put_provider)
+    r.add_get(prefix + "/providers/{name}", providers.get_provider)
+    r.add_delete(prefix + "/providers/{name}", providers.delete_provider)
     # webhooks and metrics
     r.add_get(prefix + "/metrics", metrics.metrics_handler)
     r.add_post(prefix + "/webhooks", webhooks.create_webhook)

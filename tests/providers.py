@@ -12,6 +12,9 @@ Every TS packet says where it came from: `ts_packets` writes the source id and a
 packet counter into each payload and `decode_packet` reads them back, so a test can tell
 which upstream a packet came from and spot gaps, duplicates or broken 188-byte alignment.
 
+The TS routes also answer under ``/u/{account}/`` (e.g. ``/u/alice/live/1.ts``), so two
+accounts on one host can be told apart by path.
+
 Query parameters of the TS routes: `rate` (bytes per second, 0 = unpaced; defaults to the
 provider's `rate`), `chunk` (bytes per write, deliberately allowed to be anything, e.g.
 1000), `id` (source id, default 0) and `start` (first packet counter, default 0).  The VOD
@@ -297,6 +300,9 @@ class Provider:
         ):
             app.router.add_get(f"/{kind}/{{name}}.ts", ts_handler, allow_head=False)
             app.router.add_head(f"/{kind}/{{name}}.ts", self._ts_head)
+            # The same under an account path: several accounts on one host (credentials
+            # in the path, as Xtream-style providers have them).
+            app.router.add_get(f"/u/{{account}}/{kind}/{{name}}.ts", ts_handler, allow_head=False)
         for pattern, handler in (
             ("/status/{code:[0-9]+}", self._status),
             ("/redirect/{n:[0-9]+}/{rest:.*}", self._redirect),

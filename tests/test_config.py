@@ -145,3 +145,36 @@ class TestReadmeTable:
             default = example[section][field.name]
             shown = row.split("|")[3].strip().strip("`")
             assert tomllib.loads(f"v = {shown}")["v"] == default
+
+
+class TestProviderTables:
+    def test_the_commented_example_loads(self, tmp_path: Path) -> None:
+        """The [[providers]] example at the end of config.example.toml, uncommented, loads."""
+        text = (ROOT / "config.example.toml").read_text()
+        start = text.index("# [[providers]]")
+        block = "\n".join(line.removeprefix("# ") for line in text[start:].splitlines())
+        config = load_config(write(tmp_path, block), {})
+        assert config.providers == (
+            {
+                "name": "acme",
+                "max_connections": 1,
+                "match": ["http://acme.example:8080/live/user1/"],
+                "on_limit": "reject",
+                "slot_wait": 2.0,
+            },
+        )
+
+    def test_tables_must_be_tables_with_a_name(self, tmp_path: Path) -> None:
+        """providers = "x" or a table without a name is refused with one line."""
+        for text, fragment in [
+            ('providers = "acme"\n', "must be \\[\\[providers\\]\\] tables"),
+            ("[[providers]]\nmax_connections = 1\n", "providers\\[0\\].*needs a name"),
+        ]:
+            with pytest.raises(ConfigError, match=fragment):
+                load_config(write(tmp_path, text), {})
+
+    def test_sharing_mode_is_checked(self, tmp_path: Path) -> None:
+        """sharing.mode takes auto, always or never (file or environment)."""
+        assert load_config(None, {"M3U_PROXY_SHARING_MODE": "never"}).sharing.mode == "never"
+        with pytest.raises(ConfigError, match=r"sharing\.mode"):
+            load_config(write(tmp_path, '[sharing]\nmode = "sometimes"\n'), {})

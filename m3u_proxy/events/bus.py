@@ -20,6 +20,8 @@ EVENT_TYPES = (
     "client_connected",
     "client_disconnected",
     "failover_triggered",
+    "provider_limit_reached",
+    "client_preempted",
     "playlist_imported",
     "playlist_refreshed",
     "playlist_failed",

@@ -27,12 +27,16 @@ from m3u_proxy.keys import (
     FAILOVER,
     HLS_CACHE,
     PLAYLISTS,
+    REGISTRY,
     SIGNER,
+    SLOTS,
     STICKY,
     TRACKER,
     UPSTREAM,
 )
 from m3u_proxy.logs import bind_context
+from m3u_proxy.providers.policy import Claimant, viewer_key
+from m3u_proxy.streams.failover import chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState
 from m3u_proxy.upstream import Failure
@@ -51,8 +55,35 @@ _LETTER: dict[UriKind, str] = {
 }
 
 
-def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
-    client = request.app[TRACKER].hls_client(definition, player_of(request))
+async def _player(request: web.Request, definition: StreamDefinition) -> ClientState:
+    """The HLS player behind a request; a new one first takes a slot of its provider
+    (API.md: one HLS viewer active within ``client_timeout`` is one slot), which goes
+    back when the tracker lets the player go (silence, deletion, zap, preemption)."""
+    tracker, player = request.app[TRACKER], player_of(request)
+    if tracker.hls.find(definition.stream_id, player) is not None:
+        client = tracker.hls_client(definition, player)
+    else:
+        seat: list[ClientState] = []
+
+        def end(reason: str) -> None:
+            for client in seat:
+                tracker.disconnect(client, request.app[REGISTRY].get(client.stream_id), reason)
+
+        key = viewer_key(player.client_id, player.ip_address, player.user_agent)
+        claimant = Claimant(definition.stream_id, key, end)
+        runtime = tracker.runtime(definition.stream_id)
+        urls = chain_urls(definition, runtime)
+        url = urls[min(runtime.current_index, len(urls) - 1)]
+        _, holding = await request.app[SLOTS].claim([url], 0, definition.provider, claimant)
+        known = tracker.hls.find(definition.stream_id, player) is not None  # a parallel request won
+        client = tracker.hls_client(definition, player)
+        if holding is not None:
+            if known:
+                holding.release()
+            else:
+                seat.append(client)
+                claimant.client_id = client.client_id
+                client.on_leave.append(holding.release)
     bind_context(client_id=client.client_id)
     return client
 
@@ -132,7 +163,7 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
     if sticky is not None:
         # Remembered without this player's directives: the next reload brings its own.
         sticky.remember(definition.stream_id, chain.url, without_directives(fetched.url))
-    _player(request, definition)
+    await _player(request, definition)
     return _served(request, fetcher, fetched)
 
 
@@ -145,7 +176,7 @@ async def resource(request: web.Request) -> web.StreamResponse:
         # Forged, altered or for another stream: refuse without contacting anyone.
         raise web.HTTPForbidden(reason="this HLS URL was not issued by this proxy")
     asked = _directives(request) if letter == "p" else {}
-    client = _player(request, definition)
+    client = await _player(request, definition)
     fetcher = _fetcher(request, definition)
     if letter == "p":
         try:

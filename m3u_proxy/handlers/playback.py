@@ -9,9 +9,10 @@ the pump its collaborators and turns the pump's answers into HTTP.
 from aiohttp import web
 
 from m3u_proxy.errors import ServiceUnavailable, UpstreamFailed
-from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, TRACKER, UPSTREAM
+from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, SLOTS, TRACKER, UPSTREAM
 from m3u_proxy.logs import bind_context
 from m3u_proxy.playback.pump import IsPlaylist, Pump
+from m3u_proxy.providers.policy import viewer_key
 from m3u_proxy.web.requests import (
     check_playback_token,
     playback_path,
@@ -33,6 +34,7 @@ async def play(request: web.Request) -> web.StreamResponse:
     limit = request.app[CONFIG].server.max_clients
     if limit and len(tracker.clients) >= limit:
         raise ServiceUnavailable(f"the proxy serves at most {limit} clients (max_clients)")
+    player = player_of(request)
     pump = Pump(
         definition=definition,
         runtime=runtime,
@@ -41,19 +43,25 @@ async def play(request: web.Request) -> web.StreamResponse:
         events=tracker.events,
         chunk_size=request.app[CONFIG].upstream.chunk_size,
         client_range=request.headers.get("Range"),
+        slots=request.app[SLOTS],
+        viewer=viewer_key(player.client_id, player.ip_address, player.user_agent),
     )
-    try:
-        await pump.start()
-    except IsPlaylist as exc:
-        raise web.HTTPFound(playback_path(request, stream_id, hls=True)) from exc
-    except UpstreamFailed as exc:
-        runtime.record_error()
-        tracker.start_failed(definition, exc.detail, exc.status)
-        raise
-    client = tracker.connect(definition, player_of(request), "direct")
-    bind_context(client_id=client.client_id)
-    try:
-        return await pump.serve(request, client)
+    try:  # whatever happens, the pump's provider connections and slots are let go
+        try:
+            await pump.start()
+        except IsPlaylist as exc:
+            raise web.HTTPFound(playback_path(request, stream_id, hls=True)) from exc
+        except UpstreamFailed as exc:
+            runtime.record_error()
+            tracker.start_failed(definition, exc.detail, exc.status)
+            raise
+        client = tracker.connect(definition, player, "direct")
+        bind_context(client_id=client.client_id)
+        try:
+            return await pump.serve(request, client)
+        finally:
+            pump.close()
+            current = request.app[REGISTRY].get(stream_id) or definition
+            tracker.disconnect(client, current, reason=pump.end_reason)
     finally:
-        current = request.app[REGISTRY].get(stream_id) or definition
-        tracker.disconnect(client, current, reason=pump.end_reason)
+        pump.close()

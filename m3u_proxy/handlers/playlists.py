@@ -49,6 +49,7 @@ def _summary(request: web.Request, playlist: Playlist) -> dict[str, Any]:
         **_source(spec.source),
         "refresh_interval": spec.refresh_interval,
         "failover_playlists": [_source(source) for source in spec.failover],
+        "provider": spec.provider,
         "entries": len(playlist.channels),
         "streams": len(playlist.stream_ids()),
         "retiring_streams": len(playlist.retired),
@@ -73,6 +74,7 @@ def _report(request: web.Request, report: ImportReport) -> dict[str, Any]:
         "skipped": [attrs.asdict(skipped) for skipped in playlist.skipped],
         "imported_at": playlist.imported_at,
         "refresh_interval": playlist.spec.refresh_interval,
+        "provider": playlist.spec.provider,
         "export_url": _export_url(request, playlist.playlist_id),
     }
 

@@ -12,8 +12,9 @@ from m3u_proxy import __version__
 from m3u_proxy.errors import NotFound, ValidationFailed
 from m3u_proxy.events.bus import EVENT_TYPES
 from m3u_proxy.events.recent import MAX_LIMIT
-from m3u_proxy.keys import CONFIG, RECENT_EVENTS, REGISTRY, STARTED, TRACKER
+from m3u_proxy.keys import CONFIG, PROVIDERS, RECENT_EVENTS, REGISTRY, STARTED, TRACKER
 from m3u_proxy.process.memory import resident_bytes
+from m3u_proxy.providers.model import Providers
 from m3u_proxy.streams.failover import chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState, StreamRuntime
@@ -23,20 +24,25 @@ TYPE_NAMES = {"hls": "HLS", "vod": "VOD", "live": "Live Continuous"}
 
 
 def stream_stat(
-    definition: StreamDefinition, runtime: StreamRuntime | None, default_user_agent: str
+    definition: StreamDefinition,
+    runtime: StreamRuntime | None,
+    default_user_agent: str,
+    providers: Providers | None = None,
 ) -> dict[str, Any]:
     """One StreamStat (API.md) from a definition and its runtime state, if any.
 
     m3u-editor's stream monitor reads most of these without a guard, so every field is
-    always present; the ones a later issue fills (``media_info``, ``provider``) are null.
+    always present; ``provider`` is the account of the URL in use (null: none).
     """
     index = runtime.current_index if runtime else 0
     urls = chain_urls(definition, runtime) if runtime else list(definition.urls)
     clients = len(runtime.clients) if runtime else 0
+    current = urls[index] if index < len(urls) else definition.url
+    provider = providers.provider_for(current, definition.provider) if providers else None
     return {
         "stream_id": definition.stream_id,
         "original_url": definition.url,
-        "current_url": urls[index] if index < len(urls) else definition.url,
+        "current_url": current,
         "user_agent": definition.user_agent or default_user_agent,  # the one actually sent
         "stream_type": TYPE_NAMES[definition.kind],
         "client_count": clients,
@@ -53,7 +59,7 @@ def stream_stat(
         "last_failover_time": runtime.last_failover_time if runtime else None,
         "upstream_connections": runtime.upstream_connections if runtime else 0,
         "shared": False,  # every viewer has its own provider connection (no shared channels)
-        "provider": None,  # no provider accounts yet
+        "provider": provider.name if provider else definition.provider,
         "created_at": definition.created_at,
         "last_access": runtime.last_access if runtime else None,
         "metadata": dict(definition.metadata),
@@ -67,10 +73,11 @@ def stream_stat(
 
 
 def all_stream_stats(request: web.Request) -> list[dict[str, Any]]:
-    tracker = request.app[TRACKER]
+    tracker, providers = request.app[TRACKER], request.app[PROVIDERS]
     agent = request.app[CONFIG].upstream.user_agent
     return [
-        stream_stat(d, tracker.streams.get(d.stream_id), agent) for d in request.app[REGISTRY].all()
+        stream_stat(d, tracker.streams.get(d.stream_id), agent, providers)
+        for d in request.app[REGISTRY].all()
     ]
 
 

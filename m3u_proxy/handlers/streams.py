@@ -12,7 +12,7 @@ from aiohttp import web
 
 from m3u_proxy.errors import BadRequest, NotFound
 from m3u_proxy.handlers.stats import TYPE_NAMES, all_stream_stats, stream_stat
-from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, TRACKER
+from m3u_proxy.keys import CONFIG, FAILOVER, PROVIDERS, REGISTRY, TRACKER
 from m3u_proxy.streams.registry import StreamDefinition, parse_definition
 from m3u_proxy.streams.tracking import end_streams
 from m3u_proxy.web.requests import (
@@ -41,6 +41,8 @@ def describe(request: web.Request, definition: StreamDefinition) -> dict[str, An
         "stream_endpoint": playlist or direct,
         "direct_url": direct,
         "playlist_url": playlist,
+        "provider": definition.provider,
+        "sharing": definition.sharing or request.app[CONFIG].sharing.mode,
         "created_at": definition.created_at,
     }
 
@@ -72,7 +74,12 @@ async def get_stream(request: web.Request) -> web.Response:
     clients = [c.to_json() for c in runtime.clients.values()] if runtime else []
     return web.json_response(
         {
-            "stream": stream_stat(definition, runtime, request.app[CONFIG].upstream.user_agent),
+            "stream": stream_stat(
+                definition,
+                runtime,
+                request.app[CONFIG].upstream.user_agent,
+                request.app[PROVIDERS],
+            ),
             "clients": clients,
             "client_count": len(clients),
         }

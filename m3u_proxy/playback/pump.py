@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from m3u_proxy.errors import UpstreamFailed, UpstreamTimedOut
+from m3u_proxy.errors import ProviderFull, ServiceUnavailable, UpstreamFailed, UpstreamTimedOut
 from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.mpegts.align import PACKET, TsSplicer
 from m3u_proxy.playback.ranges import (
@@ -29,6 +29,7 @@ from m3u_proxy.playback.ranges import (
     resumes_at,
     span_of,
 )
+from m3u_proxy.providers.policy import Claimant, Holding, Slots
 from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
@@ -77,9 +78,12 @@ class Feed:
             response.status, response.headers.get("Content-Range"), response.content_length
         )
         self.counted = True  # still in StreamRuntime.upstream_connections
+        self.slot: Holding | None = None  # the provider slot this connection holds
 
     def close(self) -> None:
         self.response.close()
+        if self.slot is not None:
+            self.slot.release()
 
 
 class Pump:
@@ -98,6 +102,8 @@ class Pump:
         events: StreamEvents,
         chunk_size: int,
         client_range: str | None,
+        slots: Slots,
+        viewer: str,
     ) -> None:
         self.upstream = upstream
         self.definition = definition
@@ -119,10 +125,38 @@ class Pump:
         self.end_reason = "client_left"  # why this playback ended (client_disconnected)
         self._stuck_at: tuple[int, float] | None = None
         self.stopped = False  # deleted stream or kicked viewer: end, do not fail over
+        self.slots = slots
+        self.claimant = Claimant(definition.stream_id, viewer, self.end)
+        self.ended: str | None = None  # why the provider policy ended this playback
 
     # -- provider side -------------------------------------------------------------
 
-    async def _open(self, index: int, offset: int = 0) -> Feed:
+    async def _open(self, index: int, offset: int = 0, *, policy: bool = True) -> Feed:
+        """A provider slot, then the GET (`_request`); the slot goes back if the GET fails.
+
+        The slot policy may pick another URL of the chain (`Feed.index` says which) or
+        raise `ProviderFull`.
+        """
+        index, slot = await self.slots.claim(
+            self.chain.urls, index, self.definition.provider, self.claimant, policy=policy
+        )
+        if self.ended:  # the slot was taken over again while it was being handed to us
+            if slot is not None:
+                slot.release()
+            raise Failure("ended", detail=f"playback {self.ended}")
+        try:
+            source = await self._request(index, offset)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        source.slot = slot
+        if self.ended:  # the slot was taken over while this connection was opening
+            self._close(source)
+            raise Failure("ended", detail=f"playback {self.ended}")
+        return source
+
+    async def _request(self, index: int, offset: int) -> Feed:
         """GET one URL of the chain; any problem is raised as a `Failure`."""
         url = self.chain.urls[index]
         extra: dict[str, str] = {}
@@ -160,6 +194,8 @@ class Pump:
         chain moves past it first. Raises the last `Failure` if nothing answered.
         """
         while True:
+            if self.ended:
+                raise Failure("ended", detail=f"playback {self.ended}")
             retry = failure is None or self.chain.may_retry(failure)
             if failure is not None and not retry and not await self.chain.advance(failure):
                 raise failure
@@ -168,6 +204,7 @@ class Pump:
             except Failure as exc:
                 failure = exc
                 continue
+            self.chain.index = source.index
             if offset and not resumes_at(source.response.status, source.span, offset, self.total):
                 self._close(source)
                 failure = Failure("http_status", source.response.status, "cannot resume")
@@ -187,6 +224,15 @@ class Pump:
         if self.source is not None:
             self.source.response.content.set_exception(StopRequested())
 
+    def end(self, reason: str) -> None:
+        """The provider policy takes this playback's slot (zap, preemption): its provider
+        socket closes now, before the new holder opens one, and the player's response ends.
+        """
+        self.stop()
+        self.ended = self.end_reason = reason
+        self._close(self.source)
+        self._close(self.pending)
+
     async def _prepare_switch(self, index: int) -> None:
         """Open the new source first, then make the old one's reader give way."""
         old = self.source
@@ -194,7 +240,12 @@ class Pump:
             return
         if self.live:
             try:
-                self.pending = await self._open(index)
+                self.pending = await self._open(index, policy=False)
+                index = self.pending.index
+            except ProviderFull:
+                # No spare slot to open the new source beside the old one: the old one
+                # gives way first (the copy loop reconnects, as for VOD).
+                pass
             except Failure as exc:
                 log.warning("manual_failover_failed", url=self.chain.urls[index], why=exc.detail)
                 return
@@ -282,7 +333,7 @@ class Pump:
         while self.source is not None and not self.stopped:
             source = self.source
             failure = await self._drain_source(response, source)
-            if failure is None or (not self.live and self._complete()):
+            if failure is None or self.ended or (not self.live and self._complete()):
                 return
             self._close(source)
             if self.splicer:
@@ -303,9 +354,14 @@ class Pump:
                 )
             try:
                 self.source = await self._connect(failure, self._offset())
+            except ProviderFull as exc:
+                self.source = None  # every slot is taken: the player gets a clean end
+                log.info("source_failed", reason="provider_full", why=exc.detail)
             except Failure as exc:
                 # The whole chain is dead mid-stream: the player gets a clean end.
                 self.source = None
+                if self.ended:
+                    return
                 self.end_reason = "chain_exhausted"
                 self.events.stream_failed(
                     self.definition, exc.detail or exc.reason, exc.status, self.client.client_id
@@ -344,6 +400,8 @@ class Pump:
         try:
             self.source = await self._connect(None)
         except Failure as exc:
+            if exc.reason == "ended":  # a newer viewer took the slot while we connected
+                raise ServiceUnavailable(f"this {exc.detail} by a newer viewer") from exc
             error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
             raise error(f"no provider in the chain answered ({exc.detail})") from exc
         first = self.source
@@ -361,6 +419,7 @@ class Pump:
         assert self.source is not None
         self.request = request
         self.client = client
+        self.claimant.client_id = client.client_id
         response = self.headers_for(self.source)
         self.runtime.pumps.add(self)
         try:
@@ -377,7 +436,11 @@ class Pump:
             return response  # the player went away; the finally closes the provider
         finally:
             self.runtime.pumps.discard(self)
-            if self.switching is not None:
-                self.switching.cancel()
-            self._close(self.source)
-            self._close(self.pending)
+            self.close()
+
+    def close(self) -> None:
+        """Let go of everything: provider connections and their slots (idempotent)."""
+        if self.switching is not None:
+            self.switching.cancel()
+        self._close(self.source)
+        self._close(self.pending)

@@ -141,7 +141,11 @@ def _merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[st
 
 
 def entry_definition(
-    entry: M3UEntry, playlist_id: str, source: PlaylistSource, failover_urls: list[str]
+    entry: M3UEntry,
+    playlist_id: str,
+    source: PlaylistSource,
+    failover_urls: list[str],
+    provider: str | None = None,
 ) -> StreamDefinition:
     """The stream an entry becomes; raises `ValidationFailed` for an unusable URL."""
     url = check_url("url", entry.url)
@@ -163,6 +167,7 @@ def entry_definition(
         user_agent=user_agent or source.user_agent,
         headers=_merge_headers(source.headers, headers),
         metadata=metadata,
+        provider=provider,
     )
 
 
@@ -186,9 +191,12 @@ class ImportPlan:
 
 
 def _keep_existing(new: StreamDefinition, old: StreamDefinition) -> StreamDefinition:
-    """A playlist has no say on these: keep what the stream already had."""
+    """A playlist has no say on these: keep what the stream already had (its provider
+    only when the playlist names none)."""
     return attrs.evolve(
         new,
+        provider=new.provider or old.provider,
+        sharing=old.sharing,
         created_at=old.created_at,
         failover_resolver_url=old.failover_resolver_url,
         stall_timeout=old.stall_timeout,
@@ -225,7 +233,9 @@ def build_import(
     for entry in main.entries:
         failover_urls = index.lookup(entry)
         try:
-            definition = entry_definition(entry, playlist_id, spec.source, failover_urls)
+            definition = entry_definition(
+                entry, playlist_id, spec.source, failover_urls, spec.provider
+            )
         except ValidationFailed as exc:
             skipped.append(Skipped(entry.line_no, exc.detail, entry.url))
             continue

@@ -14,6 +14,7 @@ import attrs
 from m3u_proxy.checks import check_header_value, check_headers, check_url
 from m3u_proxy.errors import ValidationFailed
 from m3u_proxy.store.sqlite import Doc
+from m3u_proxy.streams.registry import check_provider_name
 
 MAX_NAME = 200
 MIN_REFRESH = 1.0
@@ -53,6 +54,7 @@ class PlaylistSpec:
     source: PlaylistSource
     refresh_interval: float | None = None
     failover: tuple[PlaylistSource, ...] = ()
+    provider: str | None = None  # the provider account its streams belong to
 
     @property
     def playlist_id(self) -> str:
@@ -66,6 +68,7 @@ class PlaylistSpec:
             "source": self.source.to_doc(),
             "refresh_interval": self.refresh_interval,
             "failover": [source.to_doc() for source in self.failover],
+            "provider": self.provider,
         }
 
     @classmethod
@@ -75,6 +78,7 @@ class PlaylistSpec:
             source=PlaylistSource.from_doc(doc["source"]),
             refresh_interval=doc.get("refresh_interval"),
             failover=tuple(PlaylistSource.from_doc(item) for item in doc.get("failover", ())),
+            provider=doc.get("provider"),
         )
 
 
@@ -142,4 +146,7 @@ def parse_spec(body: Any) -> PlaylistSpec:
         _parse_source(f"failover_playlists[{i}]", item, allow_string=True)
         for i, item in enumerate(raw_failover)
     )
-    return PlaylistSpec(name.strip(), source, interval, failover)
+    provider = body.get("provider")
+    if provider is not None:
+        provider = check_provider_name("provider", provider)
+    return PlaylistSpec(name.strip(), source, interval, failover, provider)

@@ -8,6 +8,7 @@ each change to the `Store` before the API answers.
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -22,6 +23,10 @@ from m3u_proxy.store.sqlite import Doc, Store
 
 StreamType = Literal["auto", "live", "vod", "hls"]
 STREAM_TYPES: tuple[StreamType, ...] = ("auto", "live", "vod", "hls")
+Sharing = Literal["auto", "always", "never"]
+SHARING: tuple[Sharing, ...] = ("auto", "always", "never")
+# Provider names are Prometheus label values and URL path segments: short and plain.
+_PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STRICT_LIVE_STALL = 2.0  # seconds without a byte before a strict_live_ts stream fails over
 
 # m3u-editor's silence-detection settings: accepted, stored and shown, not acted on.
@@ -68,6 +73,8 @@ class StreamDefinition:
     strict_live_ts: bool = False
     use_sticky_session: bool = False
     silence: Mapping[str, bool | float] = attrs.field(factory=dict)
+    provider: str | None = None  # the account its URLs belong to when no prefix claims them
+    sharing: Sharing | None = None  # None: config sharing.mode
     created_at: str = attrs.field(factory=utc_now)
 
     @property
@@ -112,8 +119,16 @@ class StreamDefinition:
             strict_live_ts=bool(doc.get("strict_live_ts", False)),
             use_sticky_session=bool(doc.get("use_sticky_session", False)),
             silence=dict(doc.get("silence", {})),
+            provider=doc.get("provider"),
+            sharing=doc.get("sharing"),
             created_at=doc.get("created_at") or utc_now(),
         )
+
+
+def check_provider_name(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not _PROVIDER_NAME.fullmatch(value):
+        raise ValidationFailed(field, "must be 1-64 characters of letters, digits, '.', '_' or '-'")
+    return value
 
 
 def check_metadata(field: str, value: Any) -> dict[str, str]:
@@ -189,6 +204,12 @@ def parse_definition(body: Any) -> StreamDefinition:
         isinstance(stall, bool) or not isinstance(stall, int | float) or not 0 < stall <= 600
     ):
         raise ValidationFailed("stall_timeout", "must be a number of seconds in (0, 600]")
+    provider = body.get("provider")
+    if provider is not None:
+        provider = check_provider_name("provider", provider)
+    sharing = body.get("sharing")
+    if sharing is not None and sharing not in SHARING:
+        raise ValidationFailed("sharing", f"must be one of {', '.join(SHARING)}")
     return StreamDefinition(
         stream_id=stream_id_for(url),
         url=url,
@@ -202,6 +223,8 @@ def parse_definition(body: Any) -> StreamDefinition:
         strict_live_ts=check_flag("strict_live_ts", body.get("strict_live_ts")),
         use_sticky_session=check_flag("use_sticky_session", body.get("use_sticky_session")),
         silence=check_silence(body),
+        provider=provider,
+        sharing=sharing,
     )
 
 

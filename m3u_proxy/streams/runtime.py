@@ -8,6 +8,7 @@ tracking asks for).
 
 import collections
 import time
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -50,6 +51,8 @@ class ClientState:
     bandwidth_bps: float = 0.0
     is_connected: bool = True
     hls_key: str | None = None  # HLS: what ties the player's separate requests together
+    # Run once when the client is disconnected (an HLS viewer's provider slot goes back).
+    on_leave: list[Callable[[], None]] = attrs.field(factory=list)
     samples: collections.deque[int] = attrs.field(
         factory=lambda: collections.deque(maxlen=BANDWIDTH_WINDOW + 1)
     )

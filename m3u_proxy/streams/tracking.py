@@ -126,6 +126,9 @@ class Tracker:
         if not client.is_connected:
             return
         client.is_connected = False
+        for leave in client.on_leave:
+            leave()
+        client.on_leave.clear()
         self.clients.pop(client.client_id, None)
         self.hls.drop(client)
         metadata = definition.metadata if definition else {}

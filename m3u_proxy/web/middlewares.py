@@ -111,7 +111,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_error(exc.status, exc.detail)
+        return json_error(exc.status, exc.detail, exc.headers or None)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -21,6 +21,7 @@ from m3u_proxy.handlers.openapi.components import component_schemas
 from m3u_proxy.handlers.openapi.info import info_schemas
 from m3u_proxy.handlers.openapi.paths_api import _observability, _streams
 from m3u_proxy.handlers.openapi.paths_players import _playback, _playlists, _webhooks
+from m3u_proxy.handlers.openapi.providers import provider_paths
 from m3u_proxy.handlers.openapi.types import ref
 from m3u_proxy.keys import CONFIG
 
@@ -40,6 +41,7 @@ def document(root_path: str = "") -> dict[str, Any]:
             **_observability(),
             **_streams(),
             **_playback(),
+            **provider_paths(),
             **_webhooks(),
             **_playlists(),
         },

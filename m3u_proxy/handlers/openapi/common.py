@@ -23,7 +23,11 @@ _ERRORS = {
     413: ("PayloadTooLarge", "The request body is larger than `server.max_body_size`."),
     422: ("ValidationFailed", "A field or query parameter fails validation; the detail names it."),
     502: ("UpstreamFailed", "No provider in the chain gave a usable answer."),
-    503: ("ServiceUnavailable", "The proxy serves `server.max_clients` players already."),
+    503: (
+        "ServiceUnavailable",
+        "The proxy serves `server.max_clients` players already, or the stream's provider "
+        "is at its `max_connections` (with `Retry-After`).",
+    ),
     504: ("UpstreamTimedOut", "The provider did not answer in time."),
 }
 

@@ -1,5 +1,6 @@
 """Every named schema of the document (``components.schemas``), named as API.md names them."""
 
+from m3u_proxy.handlers.openapi.providers import provider_schemas
 from m3u_proxy.handlers.openapi.shapes import (
     _client_stat,
     _delivery,
@@ -146,6 +147,7 @@ def component_schemas() -> dict[str, Schema]:
                 "stream_age_seconds": {**NUMBER, "description": "seconds since its created_at"},
             }
         ),
+        **provider_schemas(),
         "WebhookRegistration": _webhook_in(),
         "Delivery": _delivery(),
         "Webhook": _webhook(),

@@ -13,6 +13,7 @@ from m3u_proxy.handlers.openapi.types import (
     MAYBE_TIME,
     MD5_ID,
     NUMBER,
+    PROVIDER_NAME_PATTERN,
     SILENCE_SCHEMAS,
     STRING,
     STRING_MAP,
@@ -24,7 +25,7 @@ from m3u_proxy.handlers.openapi.types import (
     ref,
 )
 from m3u_proxy.playlists.spec import MAX_FAILOVER_PLAYLISTS, MAX_NAME, MAX_REFRESH, MIN_REFRESH
-from m3u_proxy.streams.registry import SILENCE_FIELDS, STREAM_TYPES
+from m3u_proxy.streams.registry import SHARING, SILENCE_FIELDS, STREAM_TYPES
 
 
 def _stream_stat() -> Schema:
@@ -49,7 +50,11 @@ def _stream_stat() -> Schema:
             "last_failover_time": MAYBE_TIME,
             "upstream_connections": INTEGER,
             "shared": {**BOOLEAN, "description": "its viewers share one provider connection"},
-            "provider": MAYBE_STRING,
+            "provider": {
+                "type": ["string", "null"],
+                "description": "the provider of the URL in use (match prefix, else the "
+                "stream's `provider` field)",
+            },
             "created_at": TIME,
             "last_access": MAYBE_TIME,
             "metadata": STRING_MAP,
@@ -128,6 +133,17 @@ def _stream_registration() -> Schema:
                 name: {**SILENCE_SCHEMAS[kind], "type": [SILENCE_SCHEMAS[kind]["type"], "null"]}
                 for name, kind in SILENCE_FIELDS.items()
             },
+            "provider": {
+                "type": ["string", "null"],
+                "pattern": PROVIDER_NAME_PATTERN,
+                "description": "the provider account of URLs that no provider's `match` "
+                "prefix claims",
+            },
+            "sharing": {
+                "enum": [*SHARING, None],
+                "description": "live viewers share one provider connection: always, never, "
+                "or auto (while the provider has a limit); null: config `sharing.mode`",
+            },
         },
     )
     schema["description"] = (
@@ -161,6 +177,8 @@ def _stream_registered() -> Schema:
             "stream_endpoint": STRING,
             "direct_url": STRING,
             "playlist_url": MAYBE_STRING,
+            "provider": MAYBE_STRING,
+            "sharing": {"enum": list(SHARING)},
             "created_at": TIME,
         }
     )
@@ -274,6 +292,12 @@ def _playlist_source(top_level: bool) -> Schema:
                 "maxItems": MAX_FAILOVER_PLAYLISTS,
                 "description": "entries with the same tvg-id (else name) become failover_urls",
             },
+            "provider": {
+                "type": ["string", "null"],
+                "pattern": PROVIDER_NAME_PATTERN,
+                "description": "the provider account of the playlist's streams (their "
+                "`provider` field)",
+            },
         },
     )
     schema["oneOf"] = one_of
@@ -325,6 +349,7 @@ def _import_report() -> Schema:
             "skipped": array(ref("SkippedLine")),
             "imported_at": TIME,
             "refresh_interval": MAYBE_NUMBER,
+            "provider": MAYBE_STRING,
             "export_url": STRING,
         }
     )
@@ -339,6 +364,7 @@ def _playlist_summary() -> Schema:
             **source["properties"],
             "refresh_interval": MAYBE_NUMBER,
             "failover_playlists": array(ref("PlaylistSourceView")),
+            "provider": MAYBE_STRING,
             **dict.fromkeys(_COUNTS, INTEGER),
             "retiring_streams": INTEGER,
             "created_at": TIME,

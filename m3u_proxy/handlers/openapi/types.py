@@ -37,6 +37,8 @@ HEADERS_IN: Schema = {
     "description": "extra upstream request headers; a CR/LF/NUL in a value is a 422",
 }
 MD5_ID: Schema = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+PROVIDER_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+PROVIDER_NAME: Schema = {"type": "string", "pattern": PROVIDER_NAME_PATTERN}
 SILENCE_SCHEMAS: dict[type, Schema] = {bool: BOOLEAN, float: NUMBER}
 
 
