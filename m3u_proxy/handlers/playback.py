@@ -11,7 +11,8 @@ from aiohttp import web
 from m3u_proxy.errors import ServiceUnavailable, UpstreamFailed
 from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, SLOTS, TRACKER, UPSTREAM
 from m3u_proxy.logs import bind_context
-from m3u_proxy.playback.pump import IsPlaylist, Pump
+from m3u_proxy.playback.feed import IsPlaylist
+from m3u_proxy.playback.pump import Pump
 from m3u_proxy.providers.policy import viewer_key
 from m3u_proxy.web.requests import (
     check_playback_token,

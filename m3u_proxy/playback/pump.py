@@ -13,8 +13,6 @@ spliced on packet boundaries (`TsSplicer`); VOD resumes at the byte offset serve
 
 import asyncio
 import contextlib
-import mimetypes
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -22,68 +20,29 @@ from aiohttp import web
 from m3u_proxy.errors import ProviderFull, ServiceUnavailable, UpstreamFailed, UpstreamTimedOut
 from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.mpegts.align import PACKET, TsSplicer
+from m3u_proxy.playback.feed import (
+    Feed,
+    IsPlaylist,
+    PlayerGone,
+    StopRequested,
+    SwitchRequested,
+    is_playlist,
+    response_for,
+)
 from m3u_proxy.playback.ranges import (
     is_complete,
     resume_offset,
     resume_range,
     resumes_at,
-    span_of,
 )
-from m3u_proxy.providers.policy import Claimant, Holding, Slots
+from m3u_proxy.providers.policy import Claimant, Slots
 from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.failover import Chain
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState, StreamRuntime
-from m3u_proxy.upstream import PASS_HEADERS, Failure, Upstream
+from m3u_proxy.upstream import Failure, Upstream
 
 log = get_logger(__name__)
-_EXTRA_TYPES = {".ts": "video/mp2t", ".mkv": "video/x-matroska", ".m4s": "video/iso.segment"}
-
-
-class SwitchRequested(Exception):
-    """Raised inside the reader of the old source when a manual failover is ready."""
-
-
-class StopRequested(Exception):
-    """Raised inside the reader when the stream was deleted."""
-
-
-class PlayerGone(Exception):
-    """A write to the player failed: the player left, which says nothing of the provider."""
-
-
-class IsPlaylist(Exception):
-    """An ``auto`` stream's provider answered with an HLS playlist: play it as HLS."""
-
-
-def content_type_for(url: str, live: bool) -> str:
-    path = urlsplit(url).path.lower()
-    ext = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
-    guessed = _EXTRA_TYPES.get(ext) or mimetypes.types_map.get(ext)
-    return guessed or ("video/mp2t" if live else "application/octet-stream")
-
-
-def is_playlist(response: aiohttp.ClientResponse) -> bool:
-    """An auto-typed stream whose provider answers with an HLS playlist."""
-    return "mpegurl" in response.headers.get("Content-Type", "").lower()
-
-
-class Feed:
-    """One open provider response and where its body sits in the file (`ranges.Span`)."""
-
-    def __init__(self, index: int, response: aiohttp.ClientResponse) -> None:
-        self.index = index
-        self.response = response
-        self.span = span_of(
-            response.status, response.headers.get("Content-Range"), response.content_length
-        )
-        self.counted = True  # still in StreamRuntime.upstream_connections
-        self.slot: Holding | None = None  # the provider slot this connection holds
-
-    def close(self) -> None:
-        self.response.close()
-        if self.slot is not None:
-            self.slot.release()
 
 
 class Pump:
@@ -376,24 +335,6 @@ class Pump:
 
     # -- the response ---------------------------------------------------------------
 
-    def headers_for(self, source: Feed) -> web.StreamResponse:
-        upstream = source.response
-        response = web.StreamResponse(status=upstream.status if not self.live else 200)
-        for name in PASS_HEADERS:
-            if name in upstream.headers and (not self.live or name == "Content-Type"):
-                response.headers[name] = upstream.headers[name]
-        if self.definition.strict_live_ts:
-            # m3u-editor's strict_live_ts: live MPEG-TS whatever the provider labels it.
-            response.headers["Content-Type"] = "video/mp2t"
-        elif "Content-Type" not in response.headers or response.headers["Content-Type"] in (
-            "application/octet-stream",
-            "binary/octet-stream",
-        ):
-            response.headers["Content-Type"] = content_type_for(self.chain.url, self.live)
-        response.headers["Accept-Ranges"] = "none" if self.live else "bytes"
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
     async def start(self) -> None:
         """Find a provider that answers; raise the HTTP error the player gets if none."""
         self.chain.start()
@@ -420,7 +361,9 @@ class Pump:
         self.request = request
         self.client = client
         self.claimant.client_id = client.client_id
-        response = self.headers_for(self.source)
+        response = response_for(
+            self.source, self.live, self.definition.strict_live_ts, self.chain.url
+        )
         self.runtime.pumps.add(self)
         try:
             await response.prepare(self.request)
