@@ -8,7 +8,8 @@ only buffer, so a slow player slows only its own provider connection.
 
 Status and headers are decided before ``prepare()``; after it, any provider failure is
 a failover on the same response or a clean end, never an error page. Live MPEG-TS is
-spliced on packet boundaries (`TsSplicer`); VOD resumes at the byte offset served.
+spliced on packet boundaries, without replaying what a reconnected source repeats, and
+a new source starts at its random access point (`Splice`); VOD resumes at the byte offset served.
 """
 
 import asyncio
@@ -31,7 +32,7 @@ from m3u_proxy.errors import (
 )
 from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, SESSION, SIGNER, SLOTS, TRACKER
 from m3u_proxy.logs import get_logger, redact_url
-from m3u_proxy.mpegts.align import PACKET, TsSplicer
+from m3u_proxy.playback.splice import Splice
 from m3u_proxy.providers.policy import Claimant, Holding, viewer_key
 from m3u_proxy.streams.failover import Chain, Failure, upstream_failures
 from m3u_proxy.streams.registry import StreamDefinition
@@ -118,7 +119,7 @@ class Pump:
         self.first_start = 0  # absolute offset of the player's first body byte
         self.body_end: int | None = None  # absolute offset after the last byte promised
         self.total: int | None = None  # size of the whole file, when known
-        self.splicer: TsSplicer | None = None
+        self.splicer: Splice | None = None
         self.writing = False  # inside response.write(): the player's socket may be full
         self.end_reason = "client_left"  # why this playback ended (client_disconnected)
         self._stuck_at: tuple[int, float] | None = None
@@ -309,10 +310,11 @@ class Pump:
                 if splicer is not None:
                     head, data = splicer.feed(chunk)
                     if head:
+                        sent = len(head)
                         self.writing = True
                         await write(head)
-                        self.sent += PACKET
-                        client.bytes_served += PACKET
+                        self.sent += sent
+                        client.bytes_served += sent
                 else:
                     data = chunk
                 # Drop the reference before the next await: a player waiting for its
@@ -347,12 +349,11 @@ class Pump:
             if failure is None or self.ended or (not self.live and self._complete()):
                 return
             self._close(source)
-            if self.splicer:
-                self.splicer.new_source()
             if failure.reason == "manual":
                 # Live: the new source is already open. VOD: reopen at the byte served.
                 self.source, self.pending = self.pending, None
                 if self.source is not None:
+                    self._spliced(source)
                     continue
                 failure = None
             else:
@@ -365,6 +366,7 @@ class Pump:
                 )
             try:
                 self.source = await self._connect(failure, self._offset())
+                self._spliced(source)
             except ProviderFull as exc:
                 self.source = None  # every slot is taken: the player gets a clean end
                 log.info("source_failed", reason="provider_full", why=exc.detail)
@@ -384,6 +386,12 @@ class Pump:
                     },
                     self.definition.metadata,
                 )
+
+    def _spliced(self, old: Source) -> None:
+        """A new live source follows ``old``: the same URL again skips what repeats,
+        another one starts at its random access point (`Splice`)."""
+        if self.splicer is not None and self.source is not None:
+            self.splicer.new_source(same_url=self.source.index == old.index)
 
     def _offset(self) -> int:
         """Where a VOD resume starts: the absolute byte after the last one served."""
@@ -445,7 +453,7 @@ class Pump:
             if self.request.method == "HEAD":
                 return response
             if self.live and "mp2t" in response.headers.get("Content-Type", ""):
-                self.splicer = TsSplicer()
+                self.splicer = Splice(self.config.splice)
             await self.copy(response)
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()

@@ -35,7 +35,13 @@ class Failure(Exception):
 
     @property
     def retry_same(self) -> bool:
-        """Connect errors and resets get a quick retry of the same URL (issue #3)."""
+        """Connect errors, resets and clean ends get a quick retry of the same URL.
+
+        A live body that ends cleanly is usually a healthy source closing connections on
+        purpose (per-connection time limits, token rotation, a restreamer restarting):
+        the same URL plays on, and the overlap skip (issue #13) makes the reconnect
+        seamless. A URL that keeps ending still moves on: one retry per RETRY_WINDOW.
+        """
         return self.reason in ("connect_error", "reset", "eof")
 
 
@@ -170,7 +176,7 @@ class Chain:
                 self.index = after[0]
 
     def may_retry(self, failure: Failure) -> bool:
-        """One quick retry of the same URL after a connect error or reset.
+        """One quick retry of the same URL after a connect error, reset or clean end.
 
         Granted again only after RETRY_WINDOW seconds, so a source that resets every
         few kilobytes does not hold a client back from its backups forever.
