@@ -87,7 +87,7 @@ class SpliceConfig:
         8 * 1_048_576, int, "bytes of a reconnected source searched for the player's last packets"
     )
     overlap_history_packets: int = _opt(
-        8192, int, "recent packets a player's history covers (one byte each)"
+        16384, int, "recent packets a player's history covers (one byte per four)"
     )
 
 

@@ -27,13 +27,13 @@ def feed_all(gate: OverlapSkipper, data: bytes, chunk: int = 188 * 20) -> bytes:
 class TestSentHistory:
     def test_keeps_a_bounded_digest_and_a_raw_tail(self) -> None:
         """History holds one byte per packet up to its limit and the last packets raw."""
-        history = SentHistory(packets=100, tail_packets=3)
-        data = live(0, 400)
+        history = SentHistory(packets=400, tail_packets=3)
+        data = live(0, 1600)
         for pos in range(0, len(data), 188 * 7):
             history.record(data[pos : pos + 188 * 7])
         assert history.tail == data[-3 * PACKET :]
-        assert history.prints == fingerprints(data)[-100:]
-        assert len(history._prints) <= 100 + 4096  # the slack before trimming
+        assert history.prints == fingerprints(data)[::4][-100:]
+        assert len(history._prints) <= 100 + 256  # the slack before trimming
 
     def test_small_writes_build_the_tail(self) -> None:
         """Single-packet writes still leave the last packets raw in the tail."""
@@ -85,7 +85,7 @@ class TestOverlapSkipper:
         history = SentHistory()
         history.record(live(0, 500))
         idr = pes_start(VIDEO, H264_IDR)
-        fresh = live(10_001, 30) + program() + idr + live(20_001, 200)
+        fresh = live(10_001, 30) + program() + idr + live(20_001, 400)
         gate = OverlapSkipper(history, 10**7, SpliceFilter(10**7, 10.0, now=0.0))
         out = feed_all(gate, fresh)
         assert out.startswith(program() + idr)
