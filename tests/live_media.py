@@ -75,9 +75,14 @@ class Channel:
     data: bytes
     video_pid: int
     points: list[int] = field(default_factory=list)
+    psi: set[bytes] = field(default_factory=set)  # the file's distinct PAT packets
 
     def __post_init__(self) -> None:
         self.points = access_points(self.data, self.video_pid)
+        data = self.data
+        self.psi = {
+            data[p : p + PACKET] for p in range(0, len(data), PACKET) if pid_of(data, p) == 0
+        }
 
 
 @dataclass
@@ -88,6 +93,7 @@ class Served:
     start: int
     sent: int = 0
     opened_at: float = 0.0
+    first_at: float | None = None  # when its first byte was written
     ended_at: float | None = None
     how: str = "open"  # how it ended: reset, eof, stall, end_of_file
     fail: str = "none"  # what it was told to do after ``after`` bytes
@@ -119,6 +125,12 @@ class LiveMedia:
     async def __aexit__(self, *_: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def reset(self) -> None:
+        """Start every channel's clock and connection count afresh (between runs)."""
+        self._epoch.clear()
+        self._count.clear()
+        self.served.clear()
 
     def url(self, name: str, **query: object) -> str:
         args = "&".join(f"{k}={v}" for k, v in query.items())
@@ -175,6 +187,8 @@ class LiveMedia:
             if fail != "none" and after:
                 end = min(end, record.start + after)
             if end > position:
+                if record.first_at is None:
+                    record.first_at = time.monotonic()
                 await response.write(channel.data[position:end])
                 record.sent += end - position
                 position = end
