@@ -137,7 +137,9 @@ class TestSplices:
         assert result.unknown == 0
         assert result.duplicates == 0
         assert [s.channel for s in result.segments] == ["a", "a", "b", "a", "b"][-splices - 1 :]
-        errors = check_segments(capture, media, result, tmp_path)
+        # After the proxy is gone: ffmpeg runs in a worker thread, off the event loop.
+        await proxy.close()
+        errors = await asyncio.to_thread(check_segments, capture, media, result, tmp_path)
         assert [clean for _, clean in errors] == [0] * splices
         assert all(lines <= 2 for lines, _ in errors)  # at most the frame the cut ends
         assert len(capture) % PACKET == 0
