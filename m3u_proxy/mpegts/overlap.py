@@ -19,7 +19,7 @@ strided slice per chunk, no per-packet Python.
    so far goes to the fallback (a `SpliceFilter`, or straight through without one).
 2. Replaying: it drops packets until the raw tail (the player's last packets) shows
    up, and passes everything after it. If the tail does not show within ``window``
-   bytes, it gives up and hands what follows to the fallback.
+   bytes (or by ``deadline``), it gives up and hands what follows to the fallback.
 
 It never alters a byte: it only decides where the passing starts.
 """
@@ -116,6 +116,7 @@ class OverlapSkipper:
         "_tail",
         "_tries",
         "anchor",
+        "deadline",
         "done",
         "fallback",
         "outcome",
@@ -131,8 +132,10 @@ class OverlapSkipper:
         *,
         anchor: int = 16,
         tries: int = 4,
+        deadline: float = float("inf"),
     ) -> None:
         self.window = window
+        self.deadline = deadline  # on the clock ``feed`` is given: stop searching then
         self.fallback = fallback
         self.anchor = anchor
         self.done = False
@@ -211,6 +214,9 @@ class OverlapSkipper:
         self, packets: bytes | memoryview, now: float, *, rewind: bool = False
     ) -> bytes | memoryview:
         size = len(packets) - len(packets) % PACKET
+        if now >= self.deadline:  # out of time: these bytes go to the fallback
+            self.outcome, self._recent, self.skipped = "window", b"", self._offset
+            return self._to_fallback(packets[:size], now)
         if not rewind:
             self._offset += size
         else:

@@ -64,7 +64,12 @@ class Splice:
                 self.config.keyframe_wait_bytes, self.config.keyframe_wait_seconds, now
             )
         if same_url:
-            self.gate = OverlapSkipper(self.history, self.config.overlap_window_bytes, fallback)
+            self.gate = OverlapSkipper(
+                self.history,
+                self.config.overlap_window_bytes,
+                fallback,
+                deadline=now + self.config.keyframe_wait_seconds,
+            )
         else:
             self.gate = fallback
         self._started, self._gate_bytes = now, 0

@@ -115,6 +115,19 @@ class TestOverlapSkipper:
         assert out == replay[188 * 210 :] or replay.endswith(out)
         assert len(out) < len(replay)
 
+    def test_deadline_bounds_the_search(self) -> None:
+        """A repeat that trickles in slower than the deadline allows is given up on time."""
+        stream = live(0, 2000)
+        history = SentHistory()
+        history.record(stream[: 188 * 1000])
+        gate = OverlapSkipper(history, window=10**9, deadline=5.0)
+        replay = stream[188 * 500 : 188 * 900]
+        assert bytes(gate.feed(replay[: 188 * 300], now=1.0)) == b""
+        assert not gate.done
+        rest = replay[188 * 300 :]
+        assert bytes(gate.feed(rest, now=6.0)) == rest
+        assert gate.outcome == "window"
+
     def test_empty_history_passes_through(self) -> None:
         """With nothing sent yet there is nothing to skip."""
         gate = OverlapSkipper(SentHistory(), window=10**7)
