@@ -76,6 +76,22 @@ class UpstreamConfig:
 
 
 @attrs.frozen
+class SpliceConfig:
+    keyframe_wait_bytes: int = _opt(
+        8 * 1_048_576, int, "bytes of a new source searched for PAT, PMT and a keyframe"
+    )
+    keyframe_wait_seconds: float = _opt(
+        5.0, float, "seconds a new source is searched for PAT, PMT and a keyframe"
+    )
+    overlap_window_bytes: int = _opt(
+        8 * 1_048_576, int, "bytes of a reconnected source searched for the player's last packets"
+    )
+    overlap_history_packets: int = _opt(
+        16384, int, "recent packets a player's history covers (one byte per four)"
+    )
+
+
+@attrs.frozen
 class ClientsConfig:
     client_timeout: float = _opt(
         30.0,
@@ -127,6 +143,7 @@ class Config:
     storage: StorageConfig = StorageConfig()
     logging: LoggingConfig = LoggingConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    splice: SpliceConfig = SpliceConfig()
     clients: ClientsConfig = ClientsConfig()
     hls: HlsConfig = HlsConfig()
     events: EventsConfig = EventsConfig()

@@ -45,7 +45,13 @@ class Failure(Exception):
 
     @property
     def retry_same(self) -> bool:
-        """Connect errors and resets get a quick retry of the same URL (issue #3)."""
+        """Connect errors, resets and clean ends get a quick retry of the same URL.
+
+        A live body that ends cleanly is usually a healthy source closing connections on
+        purpose (per-connection time limits, token rotation, a restreamer restarting):
+        the same URL plays on, and the overlap skip (issue #13) makes the reconnect
+        seamless. A URL that keeps ending still moves on: one retry per RETRY_WINDOW.
+        """
         return self.reason in ("connect_error", "reset", "eof")
 
 

@@ -44,6 +44,7 @@ async def play(request: web.Request) -> web.StreamResponse:
         events=tracker.events,
         chunk_size=request.app[CONFIG].upstream.chunk_size,
         client_range=request.headers.get("Range"),
+        splice=request.app[CONFIG].splice,
         slots=request.app[SLOTS],
         viewer=viewer_key(player.client_id, player.ip_address, player.user_agent),
     )

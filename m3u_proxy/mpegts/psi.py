@@ -48,6 +48,24 @@ def unit_start(packet: bytes | memoryview, offset: int = 0) -> bool:
     return bool(packet[offset + 1] & 0x40)
 
 
+def find_pat(packets: bytes | memoryview) -> int:
+    """Offset of the first whole packet that starts a PAT section; -1 if none.
+
+    Cheap enough for a copy loop: a strided slice finds the packets whose PID's low
+    byte is 0, and only those are looked at.
+    """
+    count = len(packets) // PACKET
+    if not count:
+        return -1
+    lows = memoryview(packets)[2 : count * PACKET : PACKET].tobytes()
+    index = lows.find(0)
+    while index >= 0:
+        if packets[index * PACKET + 1] & 0x5F == 0x40:  # unit start, PID high bits 0
+            return index * PACKET
+        index = lows.find(0, index + 1)
+    return -1
+
+
 @dataclass(frozen=True, slots=True)
 class Stream:
     """One elementary stream of a PMT."""

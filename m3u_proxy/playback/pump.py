@@ -8,7 +8,9 @@ only buffer, so a slow player slows only its own provider connection.
 
 Status and headers are decided before ``prepare()``; after it, any provider failure is
 a failover on the same response or a clean end, never an error page. Live MPEG-TS is
-spliced on packet boundaries (`TsSplicer`); VOD resumes at the byte offset served.
+spliced on packet boundaries, without replaying what a reconnected source repeats, and
+a new source starts at its random access point (`Splice`); VOD resumes at the byte
+offset served.
 """
 
 import asyncio
@@ -17,9 +19,9 @@ import contextlib
 import aiohttp
 from aiohttp import web
 
+from m3u_proxy.config import SpliceConfig
 from m3u_proxy.errors import ProviderFull, ServiceUnavailable, UpstreamFailed, UpstreamTimedOut
 from m3u_proxy.logs import get_logger, redact_url
-from m3u_proxy.mpegts.align import PACKET, TsSplicer
 from m3u_proxy.playback.feed import (
     Feed,
     IsPlaylist,
@@ -29,12 +31,8 @@ from m3u_proxy.playback.feed import (
     is_playlist,
     response_for,
 )
-from m3u_proxy.playback.ranges import (
-    is_complete,
-    resume_offset,
-    resume_range,
-    resumes_at,
-)
+from m3u_proxy.playback.ranges import is_complete, resume_offset, resume_range, resumes_at
+from m3u_proxy.playback.splice import Splice
 from m3u_proxy.providers.policy import Claimant, Slots
 from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.failover import Chain
@@ -61,6 +59,7 @@ class Pump:
         events: StreamEvents,
         chunk_size: int,
         client_range: str | None,
+        splice: SpliceConfig,
         slots: Slots,
         viewer: str,
     ) -> None:
@@ -70,6 +69,7 @@ class Pump:
         self.chain = chain
         self.events = events
         self.chunk_size = chunk_size
+        self.splice = splice
         self.live = definition.kind != "vod" and runtime.detected_kind != "vod"
         self.client_range = None if self.live else client_range
         self.source: Feed | None = None
@@ -79,7 +79,7 @@ class Pump:
         self.first_start = 0  # absolute offset of the player's first body byte
         self.body_end: int | None = None  # absolute offset after the last byte promised
         self.total: int | None = None  # size of the whole file, when known
-        self.splicer: TsSplicer | None = None
+        self.splicer: Splice | None = None
         self.writing = False  # inside response.write(): the player's socket may be full
         self.end_reason = "client_left"  # why this playback ended (client_disconnected)
         self._stuck_at: tuple[int, float] | None = None
@@ -262,9 +262,10 @@ class Pump:
                 # ClientConnectionError): a player leaving is no provider failure.
                 try:
                     if head:
+                        sent = len(head)
                         await write(head)
-                        self.sent += PACKET
-                        client.bytes_served += PACKET
+                        self.sent += sent
+                        client.bytes_served += sent
                     if data:
                         sent = len(data)
                         await write(data)
@@ -295,12 +296,11 @@ class Pump:
             if failure is None or self.ended or (not self.live and self._complete()):
                 return
             self._close(source)
-            if self.splicer:
-                self.splicer.new_source()
             if failure.reason == "manual":
                 # Live: the new source is already open. VOD: reopen at the byte served.
                 self.source, self.pending = self.pending, None
                 if self.source is not None:
+                    self._spliced(source)
                     continue
                 failure = None
             else:
@@ -313,6 +313,7 @@ class Pump:
                 )
             try:
                 self.source = await self._connect(failure, self._offset())
+                self._spliced(source)
             except ProviderFull as exc:
                 self.source = None  # every slot is taken: the player gets a clean end
                 log.info("source_failed", reason="provider_full", why=exc.detail)
@@ -325,6 +326,12 @@ class Pump:
                 self.events.stream_failed(
                     self.definition, exc.detail or exc.reason, exc.status, self.client.client_id
                 )
+
+    def _spliced(self, old: Feed) -> None:
+        """A new live source follows ``old``: the same URL again skips what repeats,
+        another one starts at its random access point (`Splice`)."""
+        if self.splicer is not None and self.source is not None:
+            self.splicer.new_source(same_url=self.source.index == old.index)
 
     def _offset(self) -> int:
         """Where a VOD resume starts: the absolute byte after the last one served."""
@@ -370,7 +377,7 @@ class Pump:
             if self.request.method == "HEAD":
                 return response
             if self.live and "mp2t" in response.headers.get("Content-Type", ""):
-                self.splicer = TsSplicer()
+                self.splicer = Splice(self.splice)
             await self.copy(response)
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()

@@ -172,7 +172,7 @@ class Chain:
                 self.index = after[0]
 
     def may_retry(self, failure: Failure) -> bool:
-        """One quick retry of the same URL after a connect error or reset.
+        """One quick retry of the same URL after a connect error, reset or clean end.
 
         Granted again only after RETRY_WINDOW seconds, so a source that resets every
         few kilobytes does not hold a client back from its backups forever.

@@ -27,13 +27,13 @@ def feed_all(gate: OverlapSkipper, data: bytes, chunk: int = 188 * 20) -> bytes:
 class TestSentHistory:
     def test_keeps_a_bounded_digest_and_a_raw_tail(self) -> None:
         """History holds one byte per packet up to its limit and the last packets raw."""
-        history = SentHistory(packets=100, tail_packets=3)
-        data = live(0, 400)
+        history = SentHistory(packets=400, tail_packets=3)
+        data = live(0, 1600)
         for pos in range(0, len(data), 188 * 7):
             history.record(data[pos : pos + 188 * 7])
         assert history.tail == data[-3 * PACKET :]
-        assert history.prints == fingerprints(data)[-100:]
-        assert len(history._prints) <= 125  # the slack before trimming
+        assert history.prints == fingerprints(data)[::4][-100:]
+        assert len(history._prints) <= 100 + 256  # the slack before trimming
 
     def test_small_writes_build_the_tail(self) -> None:
         """Single-packet writes still leave the last packets raw in the tail."""
@@ -85,12 +85,23 @@ class TestOverlapSkipper:
         history = SentHistory()
         history.record(live(0, 500))
         idr = pes_start(VIDEO, H264_IDR)
-        fresh = live(10_001, 30) + program() + idr + live(20_001, 200)
+        fresh = live(10_001, 30) + program() + idr + live(20_001, 400)
         gate = OverlapSkipper(history, 10**7, SpliceFilter(10**7, 10.0, now=0.0))
         out = feed_all(gate, fresh)
         assert out.startswith(program() + idr)
         assert fresh.endswith(out[len(program() + idr) :])
         assert gate.done
+
+    def test_repeat_shorter_than_an_anchor(self) -> None:
+        """A repeat of a few packets (too short to anchor) is still skipped via the tail."""
+        stream = live(0, 1000)
+        sent = stream[: 188 * 500]
+        history = SentHistory()
+        history.record(sent)
+        gate = OverlapSkipper(history, window=10**7)
+        out = feed_all(gate, stream[188 * 494 :])
+        assert gate.outcome == "overlap"
+        assert sent + out == stream
 
     def test_window_bounds_the_search(self) -> None:
         """A repeat whose end never comes is given up after the window: the rest passes."""
@@ -103,6 +114,19 @@ class TestOverlapSkipper:
         assert gate.outcome == "window"
         assert out == replay[188 * 210 :] or replay.endswith(out)
         assert len(out) < len(replay)
+
+    def test_deadline_bounds_the_search(self) -> None:
+        """A repeat that trickles in slower than the deadline allows is given up on time."""
+        stream = live(0, 2000)
+        history = SentHistory()
+        history.record(stream[: 188 * 1000])
+        gate = OverlapSkipper(history, window=10**9, deadline=5.0)
+        replay = stream[188 * 500 : 188 * 900]
+        assert bytes(gate.feed(replay[: 188 * 300], now=1.0)) == b""
+        assert not gate.done
+        rest = replay[188 * 300 :]
+        assert bytes(gate.feed(rest, now=6.0)) == rest
+        assert gate.outcome == "window"
 
     def test_empty_history_passes_through(self) -> None:
         """With nothing sent yet there is nothing to skip."""

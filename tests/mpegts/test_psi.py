@@ -2,7 +2,7 @@
 
 import random
 
-from m3u_proxy.mpegts.psi import H264, H265, MPEG2, Psi, parse_pat, parse_pmt
+from m3u_proxy.mpegts.psi import H264, H265, MPEG2, Psi, find_pat, parse_pat, parse_pmt
 from tests.mpegts.build import (
     AUDIO,
     PMT_PID,
@@ -111,3 +111,15 @@ class TestPsi:
         assert psi.program is not None
         assert psi.program.video is not None
         assert psi.program.video.pid == VIDEO
+
+
+class TestFindPat:
+    def test_finds_the_pat_among_packets(self) -> None:
+        """The offset of the first PAT start is found, past packets whose PID ends in 00."""
+        data = filler(VIDEO) + filler(AUDIO) + program()
+        assert find_pat(data) == 2 * 188
+
+    def test_no_pat(self) -> None:
+        """Elementary packets alone (PID 0x100 has a zero low byte) hold no PAT."""
+        assert find_pat(filler(VIDEO) * 5) == -1
+        assert find_pat(b"") == -1
