@@ -83,6 +83,21 @@ async def read_whole(content: aiohttp.StreamReader, limit: int) -> bytes:
         parts.append(chunk)
 
 
+async def skip_bytes(content: aiohttp.StreamReader, count: int, chunk: int) -> bool:
+    """Read and drop the first ``count`` bytes of a body; False if it ends before that.
+
+    Used to resume a body on a provider that ignores ``Range``: the bytes the player
+    already has are read again and dropped. Provider errors propagate as aiohttp's.
+    """
+    left = count
+    while left > 0:
+        data = await content.read(min(left, chunk))
+        if not data:
+            return False
+        left -= len(data)
+    return True
+
+
 def request_timeout(config: UpstreamConfig, stall: float | None) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=None, sock_connect=config.connect_timeout, sock_read=stall or config.stall_timeout

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from m3u_proxy.errors import BadRequest, NotFound, UpstreamFailed, UpstreamTimedOut
+from m3u_proxy.errors import BadRequest, NotFound
 from m3u_proxy.handlers.playback import check_playback_token, failed_to_start
 from m3u_proxy.hls import serve
 from m3u_proxy.hls.cache import Fetched, SharedFetches
@@ -29,7 +29,7 @@ from m3u_proxy.hls.rewrite import UriKind, rewrite_playlist
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import CONFIG, REGISTRY, SESSION, SIGNER, SLOTS, TRACKER
 from m3u_proxy.providers.policy import Claimant, viewer_key
-from m3u_proxy.streams.failover import Chain, Failure, chain_urls
+from m3u_proxy.streams.failover import Chain, Failure, chain_error, chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import ClientState
 from m3u_proxy.upstream import Upstream
@@ -157,6 +157,7 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
     chain = Chain(request.app, definition, runtime)
     chain.start()
     sticky = request.app[STICKY] if definition.use_sticky_session else None
+    failures: list[Failure] = []
     while True:
         target = sticky.target(definition.stream_id, chain.url) if sticky else chain.url
         try:
@@ -170,9 +171,9 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
             if sticky is not None and target != chain.url:
                 sticky.forget(definition.stream_id, chain.url)  # back to the original URL
                 continue
+            failures.append(exc)
             if not await chain.advance(exc):
-                error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
-                failed = error(f"no provider in the chain gave a playlist ({exc.detail})")
+                failed = chain_error(exc, failures)
                 failed_to_start(request, definition, runtime, failed)
                 raise failed from exc
     chain.delivered()

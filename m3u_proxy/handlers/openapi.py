@@ -524,7 +524,7 @@ def _webhooks() -> dict[str, Schema]:
                 "Forget a webhook and its undelivered events.",
                 {200: _json("Deleted.", ref("WebhookDeleted"))},
                 params=[{**WEBHOOK_URL, "required": False}],
-                errors=(404, 422),
+                errors=(400, 404, 422),
             )
             | {
                 "requestBody": {

@@ -28,17 +28,16 @@ from m3u_proxy.errors import (
     ProviderFull,
     ServiceUnavailable,
     UpstreamFailed,
-    UpstreamTimedOut,
 )
 from m3u_proxy.keys import CONFIG, EVENTS, REGISTRY, SESSION, SIGNER, SLOTS, TRACKER
-from m3u_proxy.logs import get_logger, redact_url
+from m3u_proxy.logs import get_logger, redact_url, upstream_host
 from m3u_proxy.playback.splice import Splice
 from m3u_proxy.providers.policy import Claimant, Holding, viewer_key
-from m3u_proxy.streams.failover import Chain, Failure, upstream_failures
+from m3u_proxy.streams.failover import Chain, Failure, chain_error, upstream_failures
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import ClientState, StreamRuntime
-from m3u_proxy.upstream import PASS_HEADERS, request_timeout, upstream_headers
-from m3u_proxy.web.requests import client_ip, playback_path
+from m3u_proxy.upstream import PASS_HEADERS, request_timeout, skip_bytes, upstream_headers
+from m3u_proxy.web.requests import client_ip, note_for_log, playback_path
 
 log = get_logger(__name__)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -130,6 +129,8 @@ class Pump:
             definition.stream_id, viewer_key(client_id, client_ip(request), agent), self.end
         )
         self.ended: str | None = None  # why the provider policy ended this playback
+        self.failures: dict[int, Failure] = {}  # the last failure of each URL tried
+        self.outcome = "client_left"  # how the playback ended, for the request log line
 
     # -- provider side -------------------------------------------------------------
 
@@ -202,28 +203,58 @@ class Pump:
         With a ``failure`` the current URL just failed: it gets its quick retry, or the
         chain moves past it first. Raises the last `Failure` if nothing answered.
         """
+        cause = failure  # why the client leaves the current URL, kept through its retry
         while True:
             if self.ended:
                 raise Failure("ended", detail=f"playback {self.ended}")
             retry = failure is None or self.chain.may_retry(failure)
-            if failure is not None and not retry and not await self.chain.advance(failure):
-                raise failure
+            if failure is not None and not retry:
+                if not await self.chain.advance(cause or failure):
+                    raise failure
+                cause = None
             try:
                 source = await self._open(self.chain.index, offset)
+                self.chain.index = source.index  # the slot policy may have picked another
+                if offset:
+                    await self._resume(source, offset)
             except Failure as exc:
+                self.failures[self.chain.index] = exc
                 failure = exc
-                continue
-            self.chain.index = source.index
-            if offset and not self._resumes_at(source, offset):
-                self._close(source)
-                failure = Failure("http_status", source.response.status, "cannot resume")
+                cause = cause or exc
                 continue
             return source
 
-    def _resumes_at(self, source: Source, offset: int) -> bool:
-        """A resumed VOD source must continue the same file at the right byte."""
+    async def _resume(self, source: Source, offset: int) -> None:
+        """Make a reopened VOD source continue at ``offset``, or raise a `Failure`.
+
+        A provider that honours Range answers 206 at the offset. One that ignores it
+        (plain static servers, many panels) sends the whole file again with a 200: the
+        bytes the player already has are read and dropped (issue #11), so the player's
+        body stays byte-exact instead of restarting the file mid-body.
+        """
+        status = source.response.status
         same_total = self.total is None or source.total == self.total
-        return source.response.status == 206 and source.start == offset and same_total
+        if status == 206 and source.start == offset and same_total:
+            return
+        to_end = self.body_end is None or self.body_end == self.total
+        if status == 200 and self.total is not None and source.total == self.total and to_end:
+            failure = Failure("eof", detail="provider ended the body before the resume point")
+            try:
+                if await skip_bytes(
+                    source.response.content, offset, self.config.upstream.chunk_size
+                ):
+                    log.info(
+                        "resumed_by_skipping", stream_id=self.definition.stream_id, skipped=offset
+                    )
+                    return
+            except TimeoutError:
+                failure = Failure("stall", detail="no byte within stall_timeout")
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                failure = Failure("reset", detail=type(exc).__name__)
+            self._close(source)
+            raise failure
+        self._close(source)
+        raise Failure("http_status", status, "cannot resume at the byte served")
 
     # -- manual failover -----------------------------------------------------------
 
@@ -233,7 +264,7 @@ class Pump:
         self.switching = asyncio.create_task(self._prepare_switch(index))
 
     def stop(self) -> None:
-        self.end_reason = "stopped"
+        self.end_reason = self.outcome = "stopped"
         self.stopped = True  # also when between sources: the copy loop checks it
         if self.source is not None:
             self.source.response.content.set_exception(StopRequested())
@@ -282,6 +313,7 @@ class Pump:
         if self._stuck_at is None or self._stuck_at[0] != served:
             self._stuck_at = (served, now)
         elif now - self._stuck_at[1] > timeout and self.request.transport is not None:
+            self.outcome = "client_stuck"
             log.info(
                 "client_stuck",
                 stream_id=self.definition.stream_id,
@@ -347,6 +379,10 @@ class Pump:
             source = self.source
             failure = await self._drain_source(response, source)
             if failure is None or self.ended or (not self.live and self._complete()):
+                if self.ended:
+                    self.outcome = self.ended
+                elif not self.stopped:
+                    self.outcome = "complete"  # live bodies end only when stopped
                 return
             self._close(source)
             if failure.reason == "manual":
@@ -367,8 +403,10 @@ class Pump:
             try:
                 self.source = await self._connect(failure, self._offset())
                 self._spliced(source)
+                self.client.upstream_host = upstream_host(self.chain.url)
             except ProviderFull as exc:
                 self.source = None  # every slot is taken: the player gets a clean end
+                self.outcome = "provider_full"
                 log.info("source_failed", reason="provider_full", why=exc.detail)
             except Failure as exc:
                 # The whole chain is dead mid-stream: the player gets a clean end.
@@ -376,11 +414,21 @@ class Pump:
                 if self.ended:
                     return
                 self.end_reason = "chain_exhausted"
+                self.outcome = "chain_exhausted"
+                log.info(
+                    "chain_exhausted",
+                    stream_id=self.definition.stream_id,
+                    reason=exc.reason,
+                    detail=exc.detail,
+                    client_id=self.client.client_id,
+                    bytes=self.sent,
+                )
                 self.request.app[EVENTS].emit(
                     "stream_failed",
                     self.definition.stream_id,
                     {
-                        "reason": exc.detail or exc.reason,
+                        "reason": exc.reason,
+                        "detail": exc.detail,
                         "status": exc.status,
                         "client_id": self.client.client_id,
                     },
@@ -416,7 +464,14 @@ class Pump:
             "binary/octet-stream",
         ):
             response.headers["Content-Type"] = content_type_for(self.chain.url, self.live)
-        response.headers["Accept-Ranges"] = "none" if self.live else "bytes"
+        if self.live:
+            response.headers["Accept-Ranges"] = "none"
+        elif upstream.status == 206:
+            response.headers["Accept-Ranges"] = "bytes"
+        elif "Accept-Ranges" in upstream.headers:
+            # Only what the provider offers: a player told "bytes" by a provider that
+            # ignores Range seeks into the wrong bytes (ffmpeg -ss, mpv; issue #11).
+            response.headers["Accept-Ranges"] = upstream.headers["Accept-Ranges"]
         response.headers["Cache-Control"] = "no-store"
         return response
 
@@ -428,8 +483,7 @@ class Pump:
         except Failure as exc:
             if exc.reason == "ended":  # a newer viewer took the slot while we connected
                 raise ServiceUnavailable(f"this {exc.detail} by a newer viewer") from exc
-            error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
-            raise error(f"no provider in the chain answered ({exc.detail})") from exc
+            raise chain_error(exc, self.failures.values()) from exc
         first = self.source
         auto = self.definition.stream_type == "auto" and not self.definition.strict_live_ts
         if auto and is_playlist(first.response):
@@ -446,12 +500,22 @@ class Pump:
         assert self.source is not None
         self.client = client
         self.claimant.client_id = client.client_id
+        client.upstream_host = upstream_host(self.chain.url)
         response = self.headers_for(self.source)
         self.runtime.pumps.add(self)
         try:
             await response.prepare(self.request)
             if self.request.method == "HEAD":
+                self.outcome = "complete"
                 return response
+            log.info(
+                "playback_started",
+                stream_id=self.definition.stream_id,
+                client_id=client.client_id,
+                status=response.status,
+                url=redact_url(self.chain.url),
+                range=self.client_range,
+            )
             if self.live and "mp2t" in response.headers.get("Content-Type", ""):
                 self.splicer = Splice(self.config.splice)
             await self.copy(response)
@@ -463,6 +527,14 @@ class Pump:
         finally:
             self.runtime.pumps.discard(self)
             self.close()
+            note_for_log(
+                self.request,
+                status=response.status,
+                bytes=self.sent,
+                outcome=self.outcome,
+                stream_id=self.definition.stream_id,
+                client_id=client.client_id,
+            )
 
     def close(self) -> None:
         """Let go of everything: provider connections and their slots (idempotent)."""
@@ -482,7 +554,7 @@ def failed_to_start(
     events.emit(
         "stream_failed",
         definition.stream_id,
-        {"reason": exc.detail, "status": exc.status},
+        {"reason": exc.reason, "detail": exc.detail, "status": exc.status},
         definition.metadata,
     )
     if not runtime.clients:

@@ -10,14 +10,14 @@ bounded: once every URL has failed since the last byte was delivered, it ends.
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
 import attrs
 from aiohttp import web
 
-from m3u_proxy.errors import UpstreamFailed, ValidationFailed
+from m3u_proxy.errors import UpstreamFailed, UpstreamRefused, UpstreamTimedOut, ValidationFailed
 from m3u_proxy.keys import CONFIG, EVENTS, SESSION, TRACKER
 from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.streams.registry import StreamDefinition, check_url, utc_now
@@ -27,9 +27,25 @@ log = get_logger(__name__)
 RETRY_WINDOW = 10.0  # seconds before the same URL earns another quick retry
 
 
+# The one vocabulary of failure reasons: logs (`source_failed`, `failover`), the
+# `failovers_total{reason}` and `provider_errors_total{kind}` metrics, the `reason` of
+# `failover_triggered` and `stream_failed` events and the resolver's POST all use it.
+REASONS = (
+    "connect_error",  # no TCP/TLS connection, or it broke before the answer's headers
+    "timeout",  # no answer's headers within connect_timeout/stall_timeout
+    "http_status",  # an answer with status >= 400 (or one that cannot continue a body)
+    "stall",  # no byte for stall_timeout in the middle of a body
+    "reset",  # the connection broke in the middle of a body
+    "eof",  # the provider ended a body early (live: ended at all)
+    "manual",  # POST /streams/{id}/failover
+    "too_large",  # HLS: an answer too large to hold in memory
+    "not_a_playlist",  # HLS: the playlist URL answered something else
+)
+
+
 @attrs.frozen
 class Failure(Exception):
-    reason: str  # connect_error, timeout, http_status, stall, reset, eof, manual
+    reason: str  # one of REASONS
     status: int | None = None
     detail: str = ""
 
@@ -56,6 +72,25 @@ def upstream_failures() -> Iterator[None]:
         raise Failure("http_status", exc.status, "too many redirects") from exc
     except aiohttp.ClientError as exc:
         raise Failure("connect_error", detail=type(exc).__name__) from exc
+
+
+def chain_error(last: Failure, failures: Iterable[Failure]) -> UpstreamFailed:
+    """The error a player gets when no URL of the chain answered before any byte.
+
+    A definite 4xx from every URL tried is passed on (the last one's status: 404 stays
+    404, as going direct); anything else is 502, or 504 when the last failure was a
+    timeout (API.md "Playback").
+    """
+
+    def definite(failure: Failure) -> bool:
+        status = failure.status or 0
+        return failure.reason == "http_status" and 400 <= status < 500
+
+    if definite(last) and all(definite(f) for f in failures):
+        status = last.status or 502
+        return UpstreamRefused(status, f"every provider in the chain answered {status}")
+    error = UpstreamTimedOut if last.reason == "timeout" else UpstreamFailed
+    return error(f"no provider in the chain answered ({last.detail})", last.reason)
 
 
 class Cooldowns:
@@ -222,8 +257,23 @@ class Chain:
         if nxt is None:
             nxt = self._pick(list(range(old + 1)))
         if nxt is None:
+            log.info(
+                "chain_spent",
+                stream_id=self.definition.stream_id,
+                reason=failure.reason,
+                status=failure.status,
+                url=redact_url(self.urls[old]),
+            )
             return False
         self.index = nxt
+        log.info(
+            "failover",
+            stream_id=self.definition.stream_id,
+            reason=failure.reason,
+            status=failure.status,
+            url=redact_url(self.urls[old]),
+            new_url=redact_url(self.urls[nxt]),
+        )
         if self.runtime.current_index == old and nxt != old:
             record_move(
                 self.app,

@@ -47,6 +47,11 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# StreamStat's names for a stream's kind (API.md); "Transcoding" belongs to transcoded
+# streams. The POST reply's `stream_type` is the endpoint kind instead: "direct"|"hls".
+TYPE_NAMES = {"hls": "HLS", "vod": "VOD", "live": "Live Continuous"}
+
+
 def stream_id_for(url: str) -> str:
     return hashlib.md5(url.encode("utf-8")).hexdigest()
 
@@ -93,6 +98,11 @@ class StreamDefinition:
         if self.stall_timeout is None and self.strict_live_ts:
             return STRICT_LIVE_STALL
         return self.stall_timeout
+
+    @property
+    def type_name(self) -> str:
+        """StreamStat's ``stream_type`` (API.md), also used by events: one vocabulary."""
+        return TYPE_NAMES[self.kind]
 
     @property
     def urls(self) -> tuple[str, ...]:

@@ -36,6 +36,16 @@ class PumpControl(Protocol):
     def check_client(self, now: float, timeout: float) -> None: ...
 
 
+def stream_name(definition: StreamDefinition) -> str:
+    """What a person calls the stream: metadata ``name``, ``tvg-name`` or ``title`` (an
+    imported channel has the last two), else its id."""
+    for field in ("name", "tvg-name", "tvg_name", "title"):
+        value = definition.metadata.get(field)
+        if value:
+            return str(value)
+    return definition.stream_id
+
+
 @attrs.define(eq=False)
 class ClientState:
     client_id: str
@@ -44,6 +54,8 @@ class ClientState:
     user_agent: str
     username: str | None
     kind: ClientKind
+    stream_name: str = ""
+    upstream_host: str = ""  # host[:port] of the provider URL being read, no credentials
     connected_at: str = attrs.field(factory=utc_now)
     connected_mono: float = attrs.field(factory=time.monotonic)
     last_access: str = attrs.field(factory=utc_now)
@@ -67,6 +79,8 @@ class ClientState:
         return {
             "client_id": self.client_id,
             "stream_id": self.stream_id,
+            "stream_name": self.stream_name,
+            "upstream_host": self.upstream_host,
             "ip_address": self.ip_address,
             "user_agent": self.user_agent,
             "username": self.username,
@@ -166,6 +180,7 @@ class Tracker:
             user_agent=user_agent,
             username=username,
             kind=kind,
+            stream_name=stream_name(definition),
         )
         state = self.runtime(definition.stream_id)
         first = not state.clients
@@ -177,7 +192,7 @@ class Tracker:
             self.events.emit(
                 "stream_started",
                 definition.stream_id,
-                {"url": redact_url(definition.url), "stream_type": definition.kind},
+                {"url": redact_url(definition.url), "stream_type": definition.type_name},
                 definition.metadata,
             )
         self.events.emit(
@@ -300,6 +315,12 @@ class Tracker:
             if len(client.samples) > 1:
                 span = len(client.samples) - 1
                 client.bandwidth_bps = (client.samples[-1] - client.samples[0]) * 8 / span
+                if client.kind == "direct" and client.samples[-1] != client.samples[-2]:
+                    # A continuous viewer makes one request: bytes flowing is its access.
+                    client.touch()
+                    state = self.streams.get(client.stream_id)
+                    if state is not None:
+                        state.last_access = client.last_access
             if client.kind == "hls" and now - client.last_access_mono > hls_timeout:
                 expired.append(client)
         return expired

@@ -15,7 +15,7 @@ from aiohttp import web
 from m3u_proxy.errors import ApiError, Forbidden, Unauthorized
 from m3u_proxy.keys import CONFIG
 from m3u_proxy.logs import get_logger
-from m3u_proxy.web.requests import client_ip
+from m3u_proxy.web.requests import LOG_FIELDS, client_ip
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = get_logger("m3u_proxy.access")
@@ -46,30 +46,41 @@ def is_management(request: web.Request) -> bool:
 
 @web.middleware
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The canonical line: one per request, with what was really sent and how it ended.
+
+    A player that leaves cancels its streaming handler; the handler's own record
+    (`note_for_log`: status sent, bytes, ``outcome``) then says what happened, instead
+    of "499, 0 bytes" after megabytes were served (issue #11).
+    """
     started = time.perf_counter()
     status = 500
     sent = 0
+    outcome = "error"
     try:
         response = await handler(request)
         status = response.status
         body = response.body if isinstance(response, web.Response) else None
         sent = len(body) if isinstance(body, bytes) else response.body_length
+        outcome = "ok" if status < 400 else "error"
         return response
     except web.HTTPException as exc:
         status = exc.status
+        outcome = "ok" if status < 400 else "error"
         raise
     except asyncio.CancelledError:
-        status = 499  # the client went away before the handler finished (nginx's code)
+        status = 499  # the client left before any status was sent (nginx's code)
+        outcome = "client_left"
         raise
     finally:
+        fields = {"status": status, "bytes": sent, "outcome": outcome}
+        fields.update(request.get(LOG_FIELDS, {}))
         log.info(
             "request",
             method=request.method,
             path=request.path,
-            status=status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            bytes=sent,
             client_ip=client_ip(request),
+            **fields,
         )
 
 

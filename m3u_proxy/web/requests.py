@@ -11,6 +11,19 @@ from aiohttp import web
 from m3u_proxy.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from m3u_proxy.keys import CONFIG, NETWORKS, SIGNER, Network
 
+# What a streaming handler reports for the canonical request line. Filled in its
+# ``finally`` (so also when the player left and the handler was cancelled), read by the
+# access-log middleware: the status really sent, body bytes, outcome, stream and client.
+LOG_FIELDS: web.RequestKey[dict[str, Any]] = web.RequestKey("log_fields", dict)
+
+
+def note_for_log(request: web.Request, **fields: Any) -> None:
+    """Add fields to this request's canonical log line."""
+    if LOG_FIELDS in request:
+        request[LOG_FIELDS].update(fields)
+    else:
+        request[LOG_FIELDS] = fields
+
 
 def parse_networks(entries: Sequence[str]) -> list[Network]:
     return [ipaddress.ip_network(entry, strict=False) for entry in entries]
