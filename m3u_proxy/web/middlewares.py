@@ -102,13 +102,25 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_error(500, "internal server error")
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 section 2.1)."""
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[CONFIG].auth.api_token
     if token and is_management(request):
-        given = request.headers.get("X-API-Token") or request.query.get("api_token")
+        given = (
+            request.headers.get("X-API-Token")
+            or bearer_token(request.headers.get("Authorization", ""))
+            or request.query.get("api_token")
+        )
         if not given:
-            raise Unauthorized("this route needs an API token (X-API-Token header)")
+            raise Unauthorized(
+                "this route needs an API token (X-API-Token or Authorization: Bearer header)"
+            )
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise Forbidden("the API token is not valid")
     return await handler(request)
