@@ -17,7 +17,7 @@ from m3u_proxy.config import Config
 from m3u_proxy.errors import ConfigError, ValidationFailed
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.recent import RecentEvents
-from m3u_proxy.handlers import info, metrics, webhooks
+from m3u_proxy.handlers import info, logos, metrics, webhooks
 from m3u_proxy.handlers.hls import (
     HLS_CACHE,
     MAX_PLAYLIST_BYTES,
@@ -155,6 +155,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[HLS_CACHE] = SharedDownloads(segments, MAX_SHARED_BYTES)
     app[PLAYLISTS] = SharedFetches(256, MAX_PLAYLIST_BYTES * 4, 0.0)
     app[STICKY] = StickyPlaylists()
+    app[logos.LOGO_CACHE] = logos.new_cache()
     app[metrics.METRICS] = metrics.Metrics(app)
     app.on_response_prepare.append(metrics.observe_prepared)
     app.on_shutdown.append(end_tracking)  # first: its stream_stopped events still go out

@@ -119,6 +119,13 @@ class HlsConfig:
 
 
 @attrs.frozen
+class PlaylistsConfig:
+    serve_logos: bool = _opt(
+        False, bool, "exported playlists point tvg-logo at this proxy (/logos/), not the provider"
+    )
+
+
+@attrs.frozen
 class EventsConfig:
     webhook_queue_size: int = _opt(1000, int, "undelivered events kept per webhook")
     metrics_stream_labels: bool = _opt(False, bool, "per-stream labels on /metrics")
@@ -147,6 +154,7 @@ class Config:
     splice: SpliceConfig = SpliceConfig()
     clients: ClientsConfig = ClientsConfig()
     hls: HlsConfig = HlsConfig()
+    playlists: PlaylistsConfig = PlaylistsConfig()
     events: EventsConfig = EventsConfig()
     sharing: SharingConfig = SharingConfig()
     # ``[[providers]]`` tables as written: `m3u_proxy.providers.model` validates them when

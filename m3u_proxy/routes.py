@@ -5,6 +5,7 @@ from aiohttp import web
 from m3u_proxy.handlers import (
     hls,
     info,
+    logos,
     metrics,
     openapi,
     playback,
@@ -56,6 +57,9 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_put(prefix + "/providers/{name}", providers.put_provider)
     r.add_get(prefix + "/providers/{name}", providers.get_provider)
     r.add_delete(prefix + "/providers/{name}", providers.delete_provider)
+    r.add_get(
+        prefix + "/logos/{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}", logos.logo, allow_head=True
+    )
     # webhooks and metrics
     r.add_get(prefix + "/metrics", metrics.metrics_handler)
     r.add_post(prefix + "/webhooks", webhooks.create_webhook)

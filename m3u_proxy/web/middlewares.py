@@ -22,7 +22,7 @@ log = get_logger("m3u_proxy.access")
 errlog = get_logger("m3u_proxy.errors")
 
 # Routes reachable without the management token (API.md "Auth").
-_OPEN_PREFIXES = ("/stream/", "/hls/")
+_OPEN_PREFIXES = ("/stream/", "/hls/", "/logos/")
 _OPEN_PATHS = frozenset({"/health", "/openapi.json", "/", "/ui"})  # the page holds no data
 
 
