@@ -80,8 +80,9 @@ def main() -> None:
         port = free_port()
         server = f"server {{ listen 127.0.0.1:{port}; root {www}; }}"
         nginx = Nginx(work / "nginx", server, [port], LOAD_CORE).start()
-        proxy = Proxy(work / "proxy").start()
+        proxy = Proxy(work / "proxy")
         try:
+            proxy.start()  # inside the try: nginx is stopped even if the proxy fails
             direct_url = f"http://127.0.0.1:{port}/hls/index.m3u8"
             sid = proxy.register(direct_url, stream_type="hls")
             proxied_url = f"{proxy.base}/hls/{sid}/playlist.m3u8"
