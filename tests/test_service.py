@@ -381,12 +381,12 @@ class TestEnvFile:
         assert env_file_assignments()["M3U_PROXY_CONFIG"] == "/etc/m3u-proxy/config.toml"
 
 
-def make_dry_run(target: str) -> str:
+def make_dry_run(target: str, *flags: str) -> str:
     tool = shutil.which("make")
     if tool is None:
         pytest.skip("make is not installed")
     result = subprocess.run(
-        [tool, "--dry-run", "--no-print-directory", target],
+        [tool, "--dry-run", "--no-print-directory", *flags, target],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -414,6 +414,14 @@ class TestInstallServiceTarget:
         recipe = make_dry_run("install-service")
         assert "if [ -d /run/systemd/system ]; then" in recipe
         assert "systemd is not running here" in recipe
+
+    def test_make_run_installs_only_what_running_needs(self) -> None:
+        """From scratch (-B), `make run` installs the package without its dev extras;
+        `make test` adds them."""
+        run = make_dry_run("run", "-B")
+        assert "pip install --quiet -e ." in run
+        assert "[dev]" not in run
+        assert "[dev]" in make_dry_run("test", "-B")
 
     def test_make_test_does_not_install(self) -> None:
         """`make test` never touches /etc or systemd."""
