@@ -120,6 +120,22 @@ class TestVodWithoutRange:
         assert proxied.returncode == 0
         assert errors_of(proxied) == []
 
+    async def test_ffmpeg_seeks_on_the_fake_provider_that_ignores_range(
+        self, proxy: Client, slow_files: Provider
+    ) -> None:
+        """The same ``-ss 30`` through the fake provider with ``ignore_range=1``, its
+        body in 16 KiB pieces: no error through the proxy, as direct."""
+        url = slow_files.url("/file/movie.mp4?ignore_range=1")
+        sid = await register(proxy, url)
+        direct = await asyncio.to_thread(play, url, "-ss", "30", seconds=3)
+        assert (direct.returncode, errors_of(direct)) == (0, [])
+        proxied = await asyncio.to_thread(
+            play, str(proxy.make_url(f"/stream/{sid}")), "-ss", "30", seconds=3
+        )
+        assert (proxied.returncode, errors_of(proxied)) == (0, [])
+        ranged = [r for r in slow_files.requests_to("/file/movie.mp4") if r.range]
+        assert ranged  # ffmpeg did ask for a range; the provider answered 200 each time
+
     async def test_dropped_body_resumes_byte_exact_on_a_provider_without_range(
         self, proxy_factory: ProxyFactory, slow_files: Provider
     ) -> None:
