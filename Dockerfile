@@ -25,7 +25,10 @@ COPY --from=build /opt/m3u-proxy /opt/m3u-proxy
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin m3u-proxy \
     && install -d -o m3u-proxy -g m3u-proxy -m 0700 /data
+# The data directory as an environment default, not a --data-dir flag: a flag would
+# silently override `-e M3U_PROXY_DATA_DIR=...` (options beat the environment).
 ENV PATH=/opt/m3u-proxy/bin:$PATH \
+    M3U_PROXY_DATA_DIR=/data \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER m3u-proxy
@@ -36,5 +39,5 @@ EXPOSE 8085
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8085') + '/health', timeout=4)"]
 # Exec form: m3u-proxy is PID 1 and receives SIGTERM itself.
-ENTRYPOINT ["m3u-proxy", "--data-dir", "/data"]
+ENTRYPOINT ["m3u-proxy"]
 CMD []

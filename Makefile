@@ -3,17 +3,24 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest fmt bench soak clean install-service
 
-$(STAMP): pyproject.toml
+# `make run` installs only what running needs; the dev tools (pytest, mypy, ruff,
+# schemathesis) come with the first target that uses them.
+$(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/m3u-proxy
 
 test: lint typecheck pytest
@@ -61,4 +68,10 @@ install-service:
 		install -m 0600 contrib/m3u-proxy.env /etc/m3u-proxy/m3u-proxy.env
 	install -m 0644 config.example.toml /etc/m3u-proxy/config.example.toml
 	install -m 0644 contrib/m3u-proxy.service /etc/systemd/system/m3u-proxy.service
-	systemctl daemon-reload
+	@if [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload; \
+		echo "installed; start it with: systemctl enable --now m3u-proxy"; \
+	else \
+		echo "installed the files, but systemd is not running here (not PID 1: a container?)."; \
+		echo "On a systemd host run: systemctl daemon-reload && systemctl enable --now m3u-proxy"; \
+	fi

@@ -1,7 +1,5 @@
 """``python -m m3u_proxy``."""
 
-import sys
+from m3u_proxy.cli import run
 
-from m3u_proxy.cli import main
-
-sys.exit(main())
+run()

@@ -20,6 +20,7 @@ from m3u_proxy.errors import ConfigError, ValidationFailed
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.recent import RecentEvents
 from m3u_proxy.events.webhooks import FLUSH_LIMIT, Webhooks
+from m3u_proxy.handlers.logos import new_cache as new_logo_cache
 from m3u_proxy.hls.cache import BoundedCache, SharedFetches
 from m3u_proxy.hls.download import SharedDownloads
 from m3u_proxy.hls.fetch import MAX_PLAYLIST_BYTES, MAX_SHARED_BYTES
@@ -32,6 +33,7 @@ from m3u_proxy.keys import (
     FAILOVER,
     HLS_CACHE,
     IN_FLIGHT,
+    LOGO_CACHE,
     METRICS,
     NETWORKS,
     PLAYLIST_MANAGER,
@@ -280,6 +282,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[HLS_CACHE] = SharedDownloads(segments, MAX_SHARED_BYTES)
     app[PLAYLISTS] = SharedFetches(256, MAX_PLAYLIST_BYTES * 4, 0.0)
     app[STICKY] = StickyPlaylists()
+    app[LOGO_CACHE] = new_logo_cache()
     app.on_response_prepare.append(middlewares.observe_prepared)
     app.on_response_prepare.append(middlewares.send_request_id)
     app[IN_FLIGHT] = InFlight()

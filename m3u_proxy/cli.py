@@ -11,11 +11,13 @@ bound.
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -182,3 +184,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         pass
     return 0
+
+
+def run() -> NoReturn:
+    """The console script and ``python -m m3u_proxy``: `main`, then a prompt exit.
+
+    When `main` returns, the stop is complete: sockets and the registry are closed and
+    every log line is written. What CPython would still do is tear down its ~500 modules
+    with a full garbage collection per phase over ~50,000 objects and join libuv's
+    thread pool: 0.2-0.8 s of CPU on an idle machine and 1.8 s under load after
+    ``server_stopped`` (issue #11), delaying every restart and ``docker stop``. The
+    streams are flushed, then the process leaves without that teardown.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

@@ -16,11 +16,12 @@ from typing import Any
 
 import attrs
 
-from m3u_proxy import __version__
 from m3u_proxy.errors import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-DEFAULT_USER_AGENT = f"VLC/3.0.21 LibVLC/3.0.21 m3u-proxy/{__version__}"
+# A common player's own User-Agent: providers see a player, not what sits in front of
+# them (issue #11). Override with upstream.user_agent or a stream's user_agent.
+DEFAULT_USER_AGENT = "VLC/3.0.21 LibVLC/3.0.21"
 
 
 def _opt(default: Any, kind: type, help: str, env: str | None = None) -> Any:
@@ -118,6 +119,13 @@ class HlsConfig:
 
 
 @attrs.frozen
+class PlaylistsConfig:
+    serve_logos: bool = _opt(
+        False, bool, "exported playlists point tvg-logo at this proxy (/logos/), not the provider"
+    )
+
+
+@attrs.frozen
 class EventsConfig:
     webhook_queue_size: int = _opt(1000, int, "undelivered events kept per webhook")
     metrics_stream_labels: bool = _opt(False, bool, "per-stream labels on /metrics")
@@ -146,6 +154,7 @@ class Config:
     splice: SpliceConfig = SpliceConfig()
     clients: ClientsConfig = ClientsConfig()
     hls: HlsConfig = HlsConfig()
+    playlists: PlaylistsConfig = PlaylistsConfig()
     events: EventsConfig = EventsConfig()
     sharing: SharingConfig = SharingConfig()
     # ``[[providers]]`` tables as written: `m3u_proxy.providers.model` validates them when

@@ -66,9 +66,26 @@ class ProviderFull(ServiceUnavailable):
 
 
 class UpstreamFailed(ApiError):
-    """No upstream in the chain produced a usable answer before any byte was sent."""
+    """No upstream in the chain produced a usable answer before any byte was sent.
+
+    ``reason`` is the last failure's reason in the one vocabulary of failure reasons
+    (`m3u_proxy.streams.failover.REASONS`), for events and logs.
+    """
 
     status = 502
+
+    def __init__(self, detail: str, reason: str = "connect_error") -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class UpstreamRefused(UpstreamFailed):
+    """Every URL of the chain gave a definite 4xx: the player gets that status (404 stays
+    404), as it would going direct (issue #11)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail, "http_status")
+        self.status = status
 
 
 class UpstreamTimedOut(UpstreamFailed):

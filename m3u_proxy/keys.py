@@ -44,6 +44,7 @@ WEBHOOKS = web.AppKey("webhooks", Webhooks)
 HLS_CACHE = web.AppKey("hls_cache", SharedDownloads)  # segments, keys, init maps
 PLAYLISTS = web.AppKey("hls_playlists", SharedFetches)  # HLS playlists, shared briefly
 STICKY = web.AppKey("hls_sticky", StickyPlaylists)  # use_sticky_session redirects
+LOGO_CACHE = web.AppKey("logo_cache", SharedFetches)  # playlists.serve_logos
 COOLDOWNS = web.AppKey("cooldowns", Cooldowns)
 FAILOVER = web.AppKey("failover", Failover)
 METRICS = web.AppKey("metrics", Metrics)

@@ -51,6 +51,19 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
+def upstream_host(url: str) -> str:
+    """The host (and port) of a provider URL without credentials, for stats."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port else host
+
+
 def redact_text(text: str) -> str:
     """Redact every URL found inside free text (exception messages, reasons)."""
     if "://" not in text:

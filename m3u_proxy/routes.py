@@ -6,6 +6,7 @@ from m3u_proxy import urls
 from m3u_proxy.handlers import (
     hls,
     info,
+    logos,
     metrics,
     openapi,
     playback,
@@ -53,6 +54,7 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_put(prefix + "/providers/{name}", providers.put_provider)
     r.add_get(prefix + "/providers/{name}", providers.get_provider)
     r.add_delete(prefix + "/providers/{name}", providers.delete_provider)
+    r.add_get(prefix + urls.LOGO_ROUTE, logos.logo, allow_head=True)
     # webhooks and metrics
     r.add_get(prefix + "/metrics", metrics.metrics_handler)
     r.add_post(prefix + "/webhooks", webhooks.create_webhook)

@@ -35,11 +35,27 @@ class Identity(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
 
+# The one vocabulary of failure reasons: logs (`source_failed`, `failover`), the
+# `failovers_total{reason}` and `provider_errors_total{kind}` metrics, the `reason` of
+# `failover_triggered` and `stream_failed` events and the resolver's POST all use it.
+REASONS = (
+    "connect_error",  # no TCP/TLS connection, or it broke before the answer's headers
+    "timeout",  # no answer's headers within connect_timeout/stall_timeout
+    "http_status",  # an answer with status >= 400 (or one that cannot continue a body)
+    "stall",  # no byte for stall_timeout in the middle of a body
+    "reset",  # the connection broke in the middle of a body
+    "eof",  # the provider ended a body early (live: ended at all)
+    "manual",  # POST /streams/{id}/failover
+    "too_large",  # HLS: an answer too large to hold in memory
+    "not_a_playlist",  # HLS: the playlist URL answered something else
+)
+
+
 @attrs.frozen
 class Failure(Exception):
     """Why one provider request or connection did not give (more) usable bytes."""
 
-    reason: str  # connect_error, timeout, http_status, stall, reset, eof, manual
+    reason: str  # one of REASONS
     status: int | None = None
     detail: str = ""
 
@@ -134,6 +150,21 @@ async def read_whole(content: aiohttp.StreamReader, limit: int) -> bytes:
         parts.append(chunk)
 
 
+async def skip_bytes(content: aiohttp.StreamReader, count: int, chunk: int) -> bool:
+    """Read and drop the first ``count`` bytes of a body; False if it ends before that.
+
+    Used to resume a body on a provider that ignores ``Range``: the bytes the player
+    already has are read again and dropped. Provider errors propagate as aiohttp's.
+    """
+    left = count
+    while left > 0:
+        data = await content.read(min(left, chunk))
+        if not data:
+            return False
+        left -= len(data)
+    return True
+
+
 @attrs.frozen
 class Probe:
     """How one reachability check went: the HTTP status, or why there was none."""
@@ -143,8 +174,9 @@ class Probe:
 
 
 @attrs.frozen
-class _Nobody:
-    """The identity of a request made for no stream: the default User-Agent only."""
+class Nobody:
+    """The identity of a request made for no stream (a probe, a logo): the default
+    User-Agent and no stream headers."""
 
     user_agent: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
@@ -191,7 +223,7 @@ class Upstream:
         """GET ``url`` once within ``seconds``; only the status is read, never the body."""
         timeout = aiohttp.ClientTimeout(total=seconds)
         try:
-            async with self.get(url, _Nobody(), timeout=timeout) as response:
+            async with self.get(url, Nobody(), timeout=timeout) as response:
                 return Probe(response.status, None)
         except TimeoutError:
             return Probe(None, f"no answer within {seconds:g} s")

@@ -7,7 +7,9 @@ functions, so moving ``/stream/{id}`` means editing this module only.
 
 STREAM_PREFIX = "/stream/"
 HLS_PREFIX = "/hls/"
-PLAYER_PREFIXES = (STREAM_PREFIX, HLS_PREFIX)  # reachable without the management token
+LOGO_PREFIX = "/logos/"
+# Reachable without the management token (API.md "Auth"): players fetch these.
+PLAYER_PREFIXES = (STREAM_PREFIX, HLS_PREFIX, LOGO_PREFIX)
 
 STREAM_ROUTE = STREAM_PREFIX + "{stream_id}"
 HLS_PLAYLIST_ROUTE = HLS_PREFIX + "{stream_id}/playlist.m3u8"
@@ -15,6 +17,7 @@ HLS_RESOURCE_ROUTE = (
     HLS_PREFIX + "{stream_id}/{kind:[pskmoh]}/{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}"
 )
 PLAYLIST_EXPORT_ROUTE = "/playlists/{playlist_id}.m3u"
+LOGO_ROUTE = LOGO_PREFIX + "{token:[A-Za-z0-9_-]+}.{ext:[A-Za-z0-9]{1,5}}"
 
 
 def stream_path(stream_id: str) -> str:

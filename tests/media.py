@@ -108,3 +108,27 @@ def play(url: str, *extra: str, seconds: float = 4) -> subprocess.CompletedProce
         timeout=60,
         check=False,
     )
+
+
+def _hd(seconds: int, rate: int) -> list[str]:
+    """A 720p moving test picture and a tone: real HD frame sizes."""
+    return [
+        *("-f", "lavfi", "-i", f"testsrc2=duration={seconds}:size=1280x720:rate={rate}"),
+        *("-f", "lavfi", "-i", f"sine=duration={seconds}"),
+    ]
+
+
+def make_hd_hls(root: Path, seconds: int = 10) -> Path:
+    """720p HLS in 2-second MPEG-TS segments of about 1.9 MB each (``index.m3u8``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    codecs = [*_CODECS[:4], "-g", "25", "-qp", "18", *_CODECS[6:]]
+    hls = ["-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod"]
+    ffmpeg(*_hd(seconds, 25), *codecs, *hls, str(root / "index.m3u8"))
+    return root / "index.m3u8"
+
+
+def make_hd_mp4(path: Path, seconds: int = 40) -> Path:
+    """A 720p MP4 of about 5 MB, index at the front: long enough for ``-ss 30``."""
+    codecs = [*_CODECS[:4], "-g", "20", "-qp", "36", *_CODECS[6:]]
+    ffmpeg(*_hd(seconds, 10), *codecs, "-movflags", "+faststart", str(path))
+    return path

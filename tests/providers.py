@@ -18,7 +18,8 @@ accounts on one host can be told apart by path.
 Query parameters of the TS routes: `rate` (bytes per second, 0 = unpaced; defaults to the
 provider's `rate`), `chunk` (bytes per write, deliberately allowed to be anything, e.g.
 1000), `id` (source id, default 0) and `start` (first packet counter, default 0).  The VOD
-and file routes are unpaced unless given `rate`.
+and file routes are unpaced unless given `rate` (or the provider's `pause`); `Provider(piece=,
+pause=)` sets how they are cut into writes.
 """
 
 from __future__ import annotations
@@ -230,9 +231,20 @@ class _TrackingRunner(web.AppRunner):
 class Provider:
     """The fake provider; `async with Provider() as p:` serves on `p.base_url`."""
 
-    def __init__(self, static_dir: str | Path | None = None, *, rate: int = DEFAULT_RATE) -> None:
+    def __init__(
+        self,
+        static_dir: str | Path | None = None,
+        *,
+        rate: int = DEFAULT_RATE,
+        piece: int = 64 * 1024,
+        pause: float = 0.0,
+    ) -> None:
         self.static_dir = Path(static_dir) if static_dir is not None else None
         self.rate = rate
+        # VOD and file bodies go out in `piece`-byte writes with `pause` seconds between
+        # them, so no real-sized body arrives in one TCP read (issue #11).
+        self.piece = piece
+        self.pause = pause
         self.base_url = ""
         self.requests: list[RequestRecord] = []
         self.connections: list[ConnectionRecord] = []
@@ -390,8 +402,10 @@ class Provider:
         *,
         rate: int,
         limit: int | None = None,
+        pause: float = 0.0,
     ) -> int:
-        """Write `chunks` at `rate` bytes/s (0 = unpaced), stopping after `limit` bytes."""
+        """Write `chunks` at `rate` bytes/s (0 = unpaced) or with `pause` seconds between
+        them, stopping after `limit` bytes."""
         record = request[_RECORD]
         loop = asyncio.get_running_loop()
         started, sent = loop.time(), 0
@@ -403,7 +417,7 @@ class Provider:
                 record.bytes_sent = sent
             if limit is not None and sent >= limit:
                 break
-            await asyncio.sleep(max(0.0, started + sent / rate - loop.time()) if rate else 0)
+            await asyncio.sleep(max(0.0, started + sent / rate - loop.time()) if rate else pause)
         return sent
 
     async def _abort(self, request: web.Request, *, rst: bool = False) -> NoReturn:
@@ -453,10 +467,12 @@ class Provider:
             response.headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
         await response.prepare(request)
         if request.method != "HEAD":
-            chunk = _qint(request, "chunk", 64 * 1024)
+            chunk = _qint(request, "chunk", self.piece)
             chunks = (body[i : min(i + chunk, last + 1)] for i in range(first, last + 1, chunk))
             rate = _qint(request, "rate", 0)
-            sent = await self._pump(request, response, chunks, rate=rate, limit=drop_after)
+            sent = await self._pump(
+                request, response, chunks, rate=rate, limit=drop_after, pause=self.pause
+            )
             if sent < last - first + 1:
                 await self._abort(request)
         await response.write_eof()

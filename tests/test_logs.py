@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from m3u_proxy.logs import configure_logging, get_logger, redact_text, redact_url
+from tests.providers import Provider
 
 
 class TestRedaction:
@@ -97,3 +98,74 @@ class TestMalformedRequests:
         assert bad[0]["status"] == 400
         assert "127.0.0.1" in bad[0]["where"]
         assert not [r for r in caplog.records if r.name == "aiohttp.server"]
+
+
+def json_lines(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in out.getvalue().splitlines()]
+
+
+class TestPlaybackLines:
+    async def test_a_live_viewer_who_leaves_logs_status_bytes_and_outcome(
+        self, proxy: TestClient[Any, Any], provider: Provider
+    ) -> None:
+        """A live viewer leaving after ~200 KB logs playback_started and a request line
+        with status 200, the bytes it got and outcome client_left (not 499 / 0)."""
+        resp = await proxy.post("/streams", json={"url": provider.url("/live/log.ts")})
+        sid = (await resp.json())["stream_id"]
+        out = io.StringIO()
+        configure_logging("INFO", "json", stream=out)
+        try:
+            played = await proxy.get(f"/stream/{sid}")
+            async with asyncio.timeout(10):
+                await played.content.readexactly(200_000)
+            played.close()
+            await until_logged(out, "request")
+        finally:
+            configure_logging("INFO", "auto")
+        lines = json_lines(out)
+        started = [entry for entry in lines if entry["event"] == "playback_started"]
+        assert len(started) == 1
+        assert started[0]["stream_id"] == sid
+        (entry,) = [entry for entry in lines if entry["event"] == "request"]
+        assert entry["status"] == 200
+        assert entry["bytes"] >= 200_000
+        assert entry["outcome"] == "client_left"
+        assert entry["stream_id"] == sid
+
+    async def test_failover_line_names_the_new_url_and_a_complete_vod_says_so(
+        self, proxy: TestClient[Any, Any], provider: Provider
+    ) -> None:
+        """A move along the chain logs `failover` with the old and new URL and the
+        reason; a VOD body served to its end logs outcome complete."""
+        resp = await proxy.post(
+            "/streams",
+            json={
+                "url": provider.url("/status/404?f=a.mp4"),
+                "failover_urls": [provider.url("/vod/b.mp4?size=300000")],
+                "stream_type": "vod",
+            },
+        )
+        sid = (await resp.json())["stream_id"]
+        out = io.StringIO()
+        configure_logging("INFO", "json", stream=out)
+        try:
+            played = await proxy.get(f"/stream/{sid}")
+            assert len(await played.read()) == 300_000
+            await until_logged(out, "request")
+        finally:
+            configure_logging("INFO", "auto")
+        lines = json_lines(out)
+        (move,) = [entry for entry in lines if entry["event"] == "failover"]
+        assert move["reason"] == "http_status"
+        assert move["status"] == 404
+        assert "/status/404" in move["url"]
+        assert "/vod/b.mp4" in move["new_url"]
+        (entry,) = [entry for entry in lines if entry["event"] == "request"]
+        assert (entry["status"], entry["bytes"], entry["outcome"]) == (200, 300_000, "complete")
+
+
+async def until_logged(out: io.StringIO, event: str) -> None:
+    """Wait for a line of ``event``: the server writes it after the client saw the end."""
+    async with asyncio.timeout(5):
+        while f'"event": "{event}"' not in out.getvalue():  # noqa: ASYNC110 - log output
+            await asyncio.sleep(0.02)

@@ -381,12 +381,12 @@ class TestEnvFile:
         assert env_file_assignments()["M3U_PROXY_CONFIG"] == "/etc/m3u-proxy/config.toml"
 
 
-def make_dry_run(target: str) -> str:
+def make_dry_run(target: str, *flags: str) -> str:
     tool = shutil.which("make")
     if tool is None:
         pytest.skip("make is not installed")
     result = subprocess.run(
-        [tool, "--dry-run", "--no-print-directory", target],
+        [tool, "--dry-run", "--no-print-directory", *flags, target],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -406,7 +406,22 @@ class TestInstallServiceTarget:
         assert f"{venv}/bin/pip install" in recipe
         assert "contrib/m3u-proxy.service /etc/systemd/system/m3u-proxy.service" in recipe
         assert "contrib/m3u-proxy.env /etc/m3u-proxy/m3u-proxy.env" in recipe
-        assert recipe.rstrip().endswith("systemctl daemon-reload")
+        assert "systemctl daemon-reload" in recipe
+
+    def test_ends_cleanly_where_systemd_is_not_running(self) -> None:
+        """Without systemd as PID 1 (a container) the target says so instead of failing:
+        ``systemctl`` runs only when /run/systemd/system exists."""
+        recipe = make_dry_run("install-service")
+        assert "if [ -d /run/systemd/system ]; then" in recipe
+        assert "systemd is not running here" in recipe
+
+    def test_make_run_installs_only_what_running_needs(self) -> None:
+        """From scratch (-B), `make run` installs the package without its dev extras;
+        `make test` adds them."""
+        run = make_dry_run("run", "-B")
+        assert "pip install --quiet -e ." in run
+        assert "[dev]" not in run
+        assert "[dev]" in make_dry_run("test", "-B")
 
     def test_make_test_does_not_install(self) -> None:
         """`make test` never touches /etc or systemd."""
@@ -483,11 +498,15 @@ class TestDockerfile:
         assert user in runs
 
     def test_entrypoint_runs_the_console_script_with_real_flags(self) -> None:
-        """ENTRYPOINT + CMD start m3u-proxy with flags the real parser accepts."""
+        """ENTRYPOINT + CMD start m3u-proxy with flags the real parser accepts, and the
+        data lands in /data unless ``-e M3U_PROXY_DATA_DIR`` says otherwise."""
         argv = exec_form(stage_value("ENTRYPOINT")) + exec_form(stage_value("CMD"))
         assert argv[0] == "m3u-proxy"
-        args = parse_args(argv[1:])
-        assert args.data_dir == "/data"
+        parse_args(argv[1:])
+        image_env = dict(pair.split("=", 1) for pair in stage_value("ENV").split() if "=" in pair)
+        assert build_config(argv[1:], image_env).storage.data_dir == "/data"
+        chosen = {**image_env, "M3U_PROXY_DATA_DIR": "/srv/tv"}
+        assert build_config(argv[1:], chosen).storage.data_dir == "/srv/tv"
 
     def test_data_volume_and_port(self) -> None:
         """/data is a volume and the exposed port is the proxy's default port."""

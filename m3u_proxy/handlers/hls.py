@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from m3u_proxy.errors import BadRequest, UpstreamFailed, UpstreamTimedOut
+from m3u_proxy.errors import BadRequest
 from m3u_proxy.hls import serve
 from m3u_proxy.hls.cache import Fetched
 from m3u_proxy.hls.fetch import (
@@ -36,7 +36,7 @@ from m3u_proxy.keys import (
 )
 from m3u_proxy.logs import bind_context
 from m3u_proxy.providers.policy import Claimant, viewer_key
-from m3u_proxy.streams.failover import chain_urls
+from m3u_proxy.streams.failover import chain_error, chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState
 from m3u_proxy.upstream import Failure
@@ -141,6 +141,7 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
     chain = request.app[FAILOVER].chain(definition, runtime)
     chain.start()
     sticky = request.app[STICKY] if definition.use_sticky_session else None
+    failures: list[Failure] = []
     while True:
         target = sticky.target(definition.stream_id, chain.url) if sticky else chain.url
         try:
@@ -154,10 +155,12 @@ async def master_playlist(request: web.Request) -> web.StreamResponse:
             if sticky is not None and target != chain.url:
                 sticky.forget(definition.stream_id, chain.url)  # back to the original URL
                 continue
+            failures.append(exc)
             if not await chain.advance(exc):
-                error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
-                failed = error(f"no provider in the chain gave a playlist ({exc.detail})")
-                request.app[TRACKER].start_failed(definition, failed.detail, failed.status)
+                failed = chain_error(exc, failures)
+                request.app[TRACKER].start_failed(
+                    definition, failed.reason, failed.status, failed.detail
+                )
                 raise failed from exc
     chain.delivered()
     if sticky is not None:

@@ -16,6 +16,7 @@ from m3u_proxy.playback.pump import Pump
 from m3u_proxy.providers.policy import viewer_key
 from m3u_proxy.web.requests import (
     check_playback_token,
+    note_for_log,
     playback_path,
     player_of,
     stream_definition,
@@ -55,7 +56,7 @@ async def play(request: web.Request) -> web.StreamResponse:
             raise web.HTTPFound(playback_path(request, stream_id, hls=True)) from exc
         except UpstreamFailed as exc:
             runtime.record_error()
-            tracker.start_failed(definition, exc.detail, exc.status)
+            tracker.start_failed(definition, exc.reason, exc.status, exc.detail)
             raise
         client = tracker.connect(definition, player, "direct")
         bind_context(client_id=client.client_id)
@@ -63,6 +64,10 @@ async def play(request: web.Request) -> web.StreamResponse:
             return await pump.serve(request, client)
         finally:
             pump.close()
+            # What was really sent and how it ended, for the canonical request line
+            # (also when the player left and this handler was cancelled).
+            status = pump.response.status if pump.response is not None else 500
+            note_for_log(request, status=status, bytes=pump.sent, outcome=pump.outcome)
             current = request.app[REGISTRY].get(stream_id) or definition
             tracker.disconnect(client, current, reason=pump.end_reason)
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from m3u_proxy.handlers.logos import logo_base, proxied_logo
 from m3u_proxy.keys import CONFIG, PLAYLIST_MANAGER, REGISTRY, TRACKER
 from m3u_proxy.playlists.m3u import M3UEntry, entry_group, render_m3u
 from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
@@ -148,6 +149,23 @@ def _url_maker(request: web.Request) -> Callable[[StreamDefinition], str]:
     return url
 
 
+def _logo_maker(request: web.Request) -> Callable[[M3UEntry], M3UEntry]:
+    """Entries as exported: ``tvg-logo`` through this proxy when ``serve_logos`` is on."""
+    base = logo_base(request)
+    if base is None:
+        return lambda entry: entry
+
+    def through_proxy(entry: M3UEntry) -> M3UEntry:
+        url = entry.attrs.get("tvg-logo")
+        if not url:
+            return entry
+        return attrs.evolve(
+            entry, attrs={**entry.attrs, "tvg-logo": proxied_logo(request, base, url)}
+        )
+
+    return through_proxy
+
+
 def _playlist_items(
     request: web.Request,
     playlists: list[Playlist],
@@ -161,6 +179,7 @@ def _playlist_items(
     """
     registry = request.app[REGISTRY]
     url_for = _url_maker(request)
+    logo = _logo_maker(request)
     items: list[tuple[M3UEntry, str]] = []
     for playlist in playlists:
         for channel in playlist.channels:
@@ -171,7 +190,7 @@ def _playlist_items(
                 continue
             if seen is not None:
                 seen.add(channel.stream_id)
-            items.append((channel.entry, url_for(definition)))
+            items.append((logo(channel.entry), url_for(definition)))
     return items
 
 
@@ -206,12 +225,13 @@ async def export_all(request: web.Request) -> web.Response:
         seen = set(retired)  # replaced by a refresh: players get the new stream instead
         items = _playlist_items(request, playlists, groups, seen)
         url_for = _url_maker(request)
+        logo = _logo_maker(request)
         for definition in sorted(definitions, key=lambda d: d.created_at):
             if definition.stream_id in seen:
                 continue
             entry = _fallback_entry(definition)
             if _keep(entry, groups):
-                items.append((entry, url_for(definition)))
+                items.append((logo(entry), url_for(definition)))
         return render_m3u(items)
 
     return await _m3u_response(request, build)

@@ -20,8 +20,6 @@ from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState, StreamRuntime
 from m3u_proxy.web.requests import query_flag, query_int
 
-TYPE_NAMES = {"hls": "HLS", "vod": "VOD", "live": "Live Continuous"}
-
 
 def stream_stat(
     definition: StreamDefinition,
@@ -44,7 +42,7 @@ def stream_stat(
         "original_url": definition.url,
         "current_url": current,
         "user_agent": definition.user_agent or default_user_agent,  # the one actually sent
-        "stream_type": TYPE_NAMES[definition.kind],
+        "stream_type": definition.type_name,
         "client_count": clients,
         "total_bytes_served": runtime.total_bytes if runtime else 0,
         "total_segments_served": runtime.total_segments if runtime else 0,

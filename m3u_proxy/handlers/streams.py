@@ -11,7 +11,7 @@ import attrs
 from aiohttp import web
 
 from m3u_proxy.errors import BadRequest, NotFound
-from m3u_proxy.handlers.stats import TYPE_NAMES, all_stream_stats, stream_stat
+from m3u_proxy.handlers.stats import all_stream_stats, stream_stat
 from m3u_proxy.keys import CONFIG, FAILOVER, PROVIDERS, REGISTRY, TRACKER
 from m3u_proxy.streams.registry import StreamDefinition, parse_definition
 from m3u_proxy.streams.tracking import end_streams
@@ -137,7 +137,7 @@ async def by_metadata(request: web.Request) -> web.Response:
                 "last_access": runtime.last_access if runtime else None,
                 "is_active": count > 0,
                 "url": definition.url,
-                "stream_type": TYPE_NAMES[definition.kind],
+                "stream_type": definition.type_name,
             }
         )
     return web.json_response(

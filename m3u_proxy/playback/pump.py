@@ -20,22 +20,25 @@ import aiohttp
 from aiohttp import web
 
 from m3u_proxy.config import SpliceConfig
-from m3u_proxy.errors import ProviderFull, ServiceUnavailable, UpstreamFailed, UpstreamTimedOut
-from m3u_proxy.logs import get_logger, redact_url
+from m3u_proxy.errors import ProviderFull, ServiceUnavailable
+from m3u_proxy.logs import get_logger, redact_url, upstream_host
 from m3u_proxy.playback.feed import (
     Feed,
     IsPlaylist,
     PlayerGone,
     StopRequested,
+    StuckWatch,
     SwitchRequested,
     is_playlist,
+    open_feed,
     response_for,
+    resume,
 )
-from m3u_proxy.playback.ranges import is_complete, resume_offset, resume_range, resumes_at
+from m3u_proxy.playback.ranges import is_complete, resume_offset, resume_range
 from m3u_proxy.playback.splice import Splice
 from m3u_proxy.providers.policy import Claimant, Slots
 from m3u_proxy.streams.announce import StreamEvents
-from m3u_proxy.streams.failover import Chain
+from m3u_proxy.streams.failover import Chain, chain_error
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState, StreamRuntime
 from m3u_proxy.upstream import Failure, Upstream
@@ -48,6 +51,7 @@ class Pump:
 
     client: ClientState
     request: web.Request
+    response: web.StreamResponse | None = None  # the player's, once decided
 
     def __init__(
         self,
@@ -82,11 +86,13 @@ class Pump:
         self.splicer: Splice | None = None
         self.writing = False  # inside response.write(): the player's socket may be full
         self.end_reason = "client_left"  # why this playback ended (client_disconnected)
-        self._stuck_at: tuple[int, float] | None = None
+        self.stuck = StuckWatch()
         self.stopped = False  # deleted stream or kicked viewer: end, do not fail over
         self.slots = slots
         self.claimant = Claimant(definition.stream_id, viewer, self.end)
         self.ended: str | None = None  # why the provider policy ended this playback
+        self.failures: list[Failure] = []  # every failure before the first byte
+        self.outcome = "client_left"  # how the playback ended, for the request log line
 
     # -- provider side -------------------------------------------------------------
 
@@ -117,27 +123,13 @@ class Pump:
 
     async def _request(self, index: int, offset: int) -> Feed:
         """GET one URL of the chain; any problem is raised as a `Failure`."""
+        asked = resume_range(offset, self.body_end) if offset else self.client_range
         url = self.chain.urls[index]
-        extra: dict[str, str] = {}
-        if offset:
-            extra["Range"] = resume_range(offset, self.body_end)
-        elif self.client_range:
-            extra["Range"] = self.client_range
-        response = await self.upstream.open(
-            url, self.definition, extra=extra, stall=self.definition.stall
+        feed = await open_feed(
+            self.upstream, self.definition, url, index, asked, resuming=offset > 0
         )
-        if response.status == 416 and self.client_range and not offset:
-            # The player asked past the end: every mirror would say the same.
-            content_range = response.headers.get("Content-Range", "")
-            response.close()
-            raise web.HTTPRequestRangeNotSatisfiable(
-                headers={"Content-Range": content_range} if content_range else None
-            )
-        if response.status >= 400 or response.status == 204:
-            response.close()
-            raise Failure("http_status", response.status, f"provider answered {response.status}")
         self.runtime.open_upstream()
-        return Feed(index, response)
+        return feed
 
     def _close(self, source: Feed | None) -> None:
         # Not response.closed: aiohttp sets that by itself when a body ends (VOD, EOF).
@@ -152,21 +144,29 @@ class Pump:
         With a ``failure`` the current URL just failed: it gets its quick retry, or the
         chain moves past it first. Raises the last `Failure` if nothing answered.
         """
+        cause = failure  # why the client leaves the current URL, kept through its retry
         while True:
             if self.ended:
                 raise Failure("ended", detail=f"playback {self.ended}")
             retry = failure is None or self.chain.may_retry(failure)
-            if failure is not None and not retry and not await self.chain.advance(failure):
-                raise failure
+            if failure is not None and not retry:
+                if not await self.chain.advance(cause or failure):
+                    raise failure
+                cause = None
             try:
                 source = await self._open(self.chain.index, offset)
             except Failure as exc:
-                failure = exc
+                self.failures.append(exc)
+                failure, cause = exc, cause or exc
                 continue
-            self.chain.index = source.index
-            if offset and not resumes_at(source.response.status, source.span, offset, self.total):
+            self.chain.index = source.index  # the slot policy may have picked another
+            try:
+                if offset:
+                    await resume(source, offset, self.total, self.body_end, self.chunk_size)
+            except Failure as exc:
                 self._close(source)
-                failure = Failure("http_status", source.response.status, "cannot resume")
+                self.failures.append(exc)
+                failure, cause = exc, cause or exc
                 continue
             return source
 
@@ -178,7 +178,7 @@ class Pump:
         self.switching = asyncio.create_task(self._prepare_switch(index))
 
     def stop(self) -> None:
-        self.end_reason = "stopped"
+        self.end_reason = self.outcome = "stopped"
         self.stopped = True  # also when between sources: the copy loop checks it
         if self.source is not None:
             self.source.response.content.set_exception(StopRequested())
@@ -220,19 +220,12 @@ class Pump:
 
         Called once a second by the sampler; the copy loop only flags its writes.
         """
-        if not self.writing:
-            self._stuck_at = None
-            return
-        served = self.client.bytes_served
-        if self._stuck_at is None or self._stuck_at[0] != served:
-            self._stuck_at = (served, now)
-        elif now - self._stuck_at[1] > timeout and self.request.transport is not None:
-            log.info(
-                "client_stuck",
-                stream_id=self.definition.stream_id,
-                client_id=self.client.client_id,
-                seconds=round(now - self._stuck_at[1], 1),
-            )
+        stuck = self.stuck.seconds(self.writing, self.client.bytes_served, now)
+        if stuck is not None and stuck > timeout and self.request.transport is not None:
+            self.outcome = "client_stuck"
+            # The sampler's task runs outside the request: name the stream and client.
+            ids = {"stream_id": self.definition.stream_id, "client_id": self.client.client_id}
+            log.info("client_stuck", seconds=round(stuck, 1), **ids)
             self.request.transport.abort()
 
     # -- the copy loop --------------------------------------------------------------
@@ -294,6 +287,10 @@ class Pump:
             source = self.source
             failure = await self._drain_source(response, source)
             if failure is None or self.ended or (not self.live and self._complete()):
+                if self.ended:
+                    self.outcome = self.ended
+                elif not self.stopped:
+                    self.outcome = "complete"  # live bodies end only when stopped
                 return
             self._close(source)
             if failure.reason == "manual":
@@ -314,18 +311,23 @@ class Pump:
             try:
                 self.source = await self._connect(failure, self._offset())
                 self._spliced(source)
+                self.client.upstream_host = upstream_host(self.chain.url)
             except ProviderFull as exc:
                 self.source = None  # every slot is taken: the player gets a clean end
+                self.outcome = "provider_full"
                 log.info("source_failed", reason="provider_full", why=exc.detail)
             except Failure as exc:
                 # The whole chain is dead mid-stream: the player gets a clean end.
                 self.source = None
-                if self.ended:
-                    return
-                self.end_reason = "chain_exhausted"
-                self.events.stream_failed(
-                    self.definition, exc.detail or exc.reason, exc.status, self.client.client_id
-                )
+                if not self.ended:
+                    self._exhausted(exc)
+
+    def _exhausted(self, exc: Failure) -> None:
+        self.end_reason = self.outcome = "chain_exhausted"
+        log.info("chain_exhausted", reason=exc.reason, detail=exc.detail, bytes=self.sent)
+        self.events.stream_failed(
+            self.definition, exc.reason, exc.status, self.client.client_id, detail=exc.detail
+        )
 
     def _spliced(self, old: Feed) -> None:
         """A new live source follows ``old``: the same URL again skips what repeats,
@@ -350,8 +352,7 @@ class Pump:
         except Failure as exc:
             if exc.reason == "ended":  # a newer viewer took the slot while we connected
                 raise ServiceUnavailable(f"this {exc.detail} by a newer viewer") from exc
-            error = UpstreamTimedOut if exc.reason == "timeout" else UpstreamFailed
-            raise error(f"no provider in the chain answered ({exc.detail})") from exc
+            raise chain_error(exc, self.failures) from exc
         first = self.source
         auto = self.definition.stream_type == "auto" and not self.definition.strict_live_ts
         if auto and is_playlist(first.response):
@@ -368,14 +369,16 @@ class Pump:
         self.request = request
         self.client = client
         self.claimant.client_id = client.client_id
-        response = response_for(
-            self.source, self.live, self.definition.strict_live_ts, self.chain.url
-        )
+        client.upstream_host = upstream_host(self.chain.url)
+        strict, url = self.definition.strict_live_ts, self.chain.url
+        response = self.response = response_for(self.source, self.live, strict, url)
         self.runtime.pumps.add(self)
         try:
             await response.prepare(self.request)
             if self.request.method == "HEAD":
+                self.outcome = "complete"
                 return response
+            log.info("playback_started", url=redact_url(url), range=self.client_range)
             if self.live and "mp2t" in response.headers.get("Content-Type", ""):
                 self.splicer = Splice(self.splice)
             await self.copy(response)

@@ -66,6 +66,14 @@ def resumes_at(status: int, span: Span, offset: int, total: int | None) -> bool:
     return status == 206 and span.start == offset and same_total
 
 
+def rereads_from_start(status: int, span: Span, total: int | None, body_end: int | None) -> bool:
+    """Is an answer the whole file again (a provider that ignores Range), so a resume
+    can read and drop the bytes already served? Only for the same file (same size) when
+    the player asked to its end."""
+    to_end = body_end is None or body_end == total
+    return status == 200 and total is not None and span.total == total and to_end
+
+
 def resume_offset(first_start: int, sent: int) -> int:
     """The absolute byte after the last one the player got."""
     return first_start + sent

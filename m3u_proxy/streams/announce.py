@@ -23,7 +23,7 @@ class StreamEvents:
         self.bus.emit(
             "stream_started",
             definition.stream_id,
-            {"url": redact_url(definition.url), "stream_type": definition.kind},
+            {"url": redact_url(definition.url), "stream_type": definition.type_name},
             definition.metadata,
         )
 
@@ -36,8 +36,10 @@ class StreamEvents:
         reason: str,
         status: int | None,
         client_id: str | None = None,
+        detail: str = "",
     ) -> None:
-        data: dict[str, object] = {"reason": reason, "status": status}
+        """``reason`` is one of `upstream.REASONS`; ``detail`` says it in words."""
+        data: dict[str, object] = {"reason": reason, "detail": detail, "status": status}
         if client_id is not None:
             data["client_id"] = client_id
         self.bus.emit("stream_failed", definition.stream_id, data, definition.metadata)

@@ -12,14 +12,14 @@ built once by the app with its collaborators, and hands out one `Chain` per clie
 """
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
 
 from m3u_proxy.checks import check_url
-from m3u_proxy.errors import UpstreamFailed, ValidationFailed
-from m3u_proxy.logs import get_logger
+from m3u_proxy.errors import UpstreamFailed, UpstreamRefused, UpstreamTimedOut, ValidationFailed
+from m3u_proxy.logs import get_logger, redact_url
 from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.counters import Counters
 from m3u_proxy.streams.registry import StreamDefinition
@@ -28,6 +28,25 @@ from m3u_proxy.upstream import Failure, Upstream
 
 log = get_logger(__name__)
 RETRY_WINDOW = 10.0  # seconds before the same URL earns another quick retry
+
+
+def chain_error(last: Failure, failures: Iterable[Failure]) -> UpstreamFailed:
+    """The error a player gets when no URL of the chain answered before any byte.
+
+    A definite 4xx from every URL tried is passed on (the last one's status: 404 stays
+    404, as going direct); anything else is 502, or 504 when the last failure was a
+    timeout (API.md "Playback").
+    """
+
+    def definite(failure: Failure) -> bool:
+        status = failure.status or 0
+        return failure.reason == "http_status" and 400 <= status < 500
+
+    if definite(last) and all(definite(f) for f in failures):
+        status = last.status or 502
+        return UpstreamRefused(status, f"every provider in the chain answered {status}")
+    error = UpstreamTimedOut if last.reason == "timeout" else UpstreamFailed
+    return error(f"no provider in the chain answered ({last.detail})", last.reason)
 
 
 class Cooldowns:
@@ -216,8 +235,23 @@ class Chain:
         if nxt is None:
             nxt = self._pick(list(range(old + 1)))
         if nxt is None:
+            log.info(
+                "chain_spent",
+                stream_id=self.definition.stream_id,
+                reason=failure.reason,
+                status=failure.status,
+                url=redact_url(self.urls[old]),
+            )
             return False
         self.index = nxt
+        log.info(
+            "failover",
+            stream_id=self.definition.stream_id,
+            reason=failure.reason,
+            status=failure.status,
+            url=redact_url(self.urls[old]),
+            new_url=redact_url(self.urls[nxt]),
+        )
         if self.runtime.current_index == old and nxt != old:
             self.failover.record_move(
                 self.definition, self.runtime, old_index=old, new_index=nxt, reason=failure.reason

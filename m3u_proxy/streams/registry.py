@@ -43,6 +43,11 @@ _VOD_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mp
 _VOD_PATH_MARKERS = ("/movie/", "/movies/", "/series/", "/vod/")
 
 
+# StreamStat's names for a stream's kind (API.md); "Transcoding" belongs to transcoded
+# streams. The POST reply's `stream_type` is the endpoint kind instead: "direct"|"hls".
+TYPE_NAMES = {"hls": "HLS", "vod": "VOD", "live": "Live Continuous"}
+
+
 def stream_id_for(url: str) -> str:
     return hashlib.md5(url.encode("utf-8")).hexdigest()
 
@@ -89,6 +94,21 @@ class StreamDefinition:
         if self.stall_timeout is None and self.strict_live_ts:
             return STRICT_LIVE_STALL
         return self.stall_timeout
+
+    @property
+    def display_name(self) -> str:
+        """What a person calls the stream: metadata ``name``, ``tvg-name`` or ``title``
+        (an imported channel has the last two), else its id."""
+        for field in ("name", "tvg-name", "tvg_name", "title"):
+            value = self.metadata.get(field)
+            if value:
+                return str(value)
+        return self.stream_id
+
+    @property
+    def type_name(self) -> str:
+        """StreamStat's ``stream_type`` (API.md), also used by events: one vocabulary."""
+        return TYPE_NAMES[self.kind]
 
     @property
     def urls(self) -> tuple[str, ...]:

@@ -42,6 +42,8 @@ class ClientState:
     user_agent: str
     username: str | None
     kind: ClientKind
+    stream_name: str = ""
+    upstream_host: str = ""  # host[:port] of the provider URL being read, no credentials
     connected_at: str = attrs.field(factory=utc_now)
     connected_mono: float = attrs.field(factory=time.monotonic)
     last_access: str = attrs.field(factory=utc_now)
@@ -65,6 +67,8 @@ class ClientState:
         return {
             "client_id": self.client_id,
             "stream_id": self.stream_id,
+            "stream_name": self.stream_name,
+            "upstream_host": self.upstream_host,
             "ip_address": self.ip_address,
             "user_agent": self.user_agent,
             "username": self.username,

@@ -21,6 +21,12 @@ def sample(tracker: Tracker, now: float, hls_timeout: float) -> list[ClientState
         if len(client.samples) > 1:
             span = len(client.samples) - 1
             client.bandwidth_bps = (client.samples[-1] - client.samples[0]) * 8 / span
+            if client.kind == "direct" and client.samples[-1] != client.samples[-2]:
+                # A continuous viewer makes one request: bytes flowing is its access.
+                client.touch()
+                state = tracker.streams.get(client.stream_id)
+                if state is not None:
+                    state.last_access = client.last_access
         if client.kind == "hls" and now - client.last_access_mono > hls_timeout:
             expired.append(client)
     return expired

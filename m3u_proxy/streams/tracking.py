@@ -94,6 +94,7 @@ class Tracker:
             user_agent=player.user_agent,
             username=player.username,
             kind=kind,
+            stream_name=definition.display_name,
         )
         state = self.runtime(definition.stream_id)
         first = not state.clients
@@ -159,11 +160,13 @@ class Tracker:
         if playing or announce_idle:
             self.events.stream_stopped(definition.stream_id, reason, definition.metadata)
 
-    def start_failed(self, definition: StreamDefinition, reason: str, status: int) -> None:
+    def start_failed(
+        self, definition: StreamDefinition, reason: str, status: int, detail: str = ""
+    ) -> None:
         """The chain was spent before a byte: ``stream_failed``, and ``stream_stopped`` when
         nobody else watches, so a manager counting provider connections per stream
         (m3u-editor decrements on ``stream_stopped``) releases the one it reserved."""
-        self.events.stream_failed(definition, reason, status)
+        self.events.stream_failed(definition, reason, status, detail=detail)
         if not self.playing(definition.stream_id):
             self.events.stream_stopped(definition.stream_id, "chain_exhausted", definition.metadata)
 

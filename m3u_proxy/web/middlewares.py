@@ -24,7 +24,7 @@ from m3u_proxy import urls
 from m3u_proxy.errors import ApiError, Forbidden, Unauthorized
 from m3u_proxy.keys import CONFIG, METRICS
 from m3u_proxy.logs import bound_context, get_logger
-from m3u_proxy.web.requests import client_ip, trusted_peer
+from m3u_proxy.web.requests import LOG_FIELDS, client_ip, trusted_peer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = get_logger("m3u_proxy.access")
@@ -79,30 +79,41 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 async def _logged(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The canonical line: one per request, with what was really sent and how it ended.
+
+    A player that leaves cancels its streaming handler; the handler's own record
+    (`note_for_log`: status sent, bytes, ``outcome``) then says what happened, instead
+    of "499, 0 bytes" after megabytes were served (issue #11).
+    """
     started = time.perf_counter()
     status = 500
     sent = 0
+    outcome = "error"
     try:
         response = await handler(request)
         status = response.status
         body = response.body if isinstance(response, web.Response) else None
         sent = len(body) if isinstance(body, bytes) else response.body_length
+        outcome = "ok" if status < 400 else "error"
         return response
     except web.HTTPException as exc:
         status = exc.status
+        outcome = "ok" if status < 400 else "error"
         raise
     except asyncio.CancelledError:
-        status = 499  # the client went away before the handler finished (nginx's code)
+        status = 499  # the client left before any status was sent (nginx's code)
+        outcome = "client_left"
         raise
     finally:
+        fields = {"status": status, "bytes": sent, "outcome": outcome}
+        fields.update(request.get(LOG_FIELDS, {}))
         log.info(
             "request",
             method=request.method,
             path=request.path,
-            status=status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            bytes=sent,
             client_ip=client_ip(request),
+            **fields,
         )
 
 
@@ -124,13 +135,25 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_error(500, "internal server error")
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 section 2.1)."""
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[CONFIG].auth.api_token
     if token and is_management(request):
-        given = request.headers.get("X-API-Token") or request.query.get("api_token")
+        given = (
+            request.headers.get("X-API-Token")
+            or bearer_token(request.headers.get("Authorization", ""))
+            or request.query.get("api_token")
+        )
         if not given:
-            raise Unauthorized("this route needs an API token (X-API-Token header)")
+            raise Unauthorized(
+                "this route needs an API token (X-API-Token or Authorization: Bearer header)"
+            )
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise Forbidden("the API token is not valid")
     return await handler(request)

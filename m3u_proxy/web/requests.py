@@ -15,6 +15,19 @@ from m3u_proxy.logs import bind_context
 from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.tracking import Player
 
+# What a streaming handler reports for the canonical request line. Filled in its
+# ``finally`` (so also when the player left and the handler was cancelled), read by the
+# access-log middleware: the status really sent, body bytes, outcome, stream and client.
+LOG_FIELDS: web.RequestKey[dict[str, Any]] = web.RequestKey("log_fields", dict)
+
+
+def note_for_log(request: web.Request, **fields: Any) -> None:
+    """Add fields to this request's canonical log line."""
+    if LOG_FIELDS in request:
+        request[LOG_FIELDS].update(fields)
+    else:
+        request[LOG_FIELDS] = fields
+
 
 def parse_networks(entries: Sequence[str]) -> list[Network]:
     return [ipaddress.ip_network(entry, strict=False) for entry in entries]

@@ -217,11 +217,15 @@ class TestFailoverAndClients:
         assert stat["current_failover_index"] == 0
 
     async def test_dead_chain_is_502(self, proxy: Client, hls_provider: Provider) -> None:
-        """When no URL gives a playlist the player gets 502 with a detail."""
-        sid = await register(proxy, hls_provider.url("/file/nope/a.m3u8"))
+        """When no URL gives a playlist and not all said 4xx, the player gets 502."""
+        sid = await register(
+            proxy,
+            hls_provider.url("/file/nope/a.m3u8"),
+            failover_urls=[hls_provider.url("/status/503?f=b.m3u8")],
+        )
         resp = await proxy.get(f"/hls/{sid}/playlist.m3u8")
         assert resp.status == 502
-        assert "404" in (await resp.json())["detail"]
+        assert "503" in (await resp.json())["detail"]
 
     async def test_one_client_across_many_requests(
         self, proxy_factory: ProxyFactory, hls_provider: Provider

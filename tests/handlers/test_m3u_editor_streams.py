@@ -258,12 +258,13 @@ class TestResolverContract:
     async def test_no_next_url_ends_the_chain(
         self, proxy_factory: ProxyFactory, provider: Provider, answer: tuple[int, Any]
     ) -> None:
-        """A 400, or a null next_url, ends the chain: the player gets 502."""
+        """A 400, or a null next_url, ends the chain: the player gets 502 (a 503 primary;
+        a 404 from every URL would be passed on as 404)."""
         server = await resolver_client(Resolver([answer]))
         try:
             proxy = await proxy_factory()
             url = str(server.make_url("/api/m3u-proxy/failover-resolver"))
-            body = editor_body(provider.url("/status/404"), failover_resolver_url=url)
+            body = editor_body(provider.url("/status/503"), failover_resolver_url=url)
             stream_id = await register(proxy, body)
             assert (await proxy.get(f"/stream/{stream_id}")).status == 502
         finally:

@@ -1,13 +1,17 @@
 """/metrics: Prometheus text that prometheus-client's own parser reads, fed by real playback."""
 
 import asyncio
+import io
+import json
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from m3u_proxy.keys import HLS_CACHE
+from m3u_proxy.events.bus import Event
+from m3u_proxy.keys import EVENTS, HLS_CACHE
+from m3u_proxy.logs import configure_logging
 from m3u_proxy.metrics import ROUTE_KINDS
 from tests.conftest import ProxyFactory
 from tests.providers import TS_PACKET, Provider
@@ -138,6 +142,41 @@ class TestFigures:
         assert value(after, "m3u_proxy_failovers_total", reason="http_status") == 1
         assert value(after, "m3u_proxy_failovers_total", reason="stall") == 0
         assert value(after, "m3u_proxy_provider_errors_total", kind="http_status") == 1
+
+    async def test_one_reason_for_one_move_everywhere(
+        self, proxy: Client, provider: Provider
+    ) -> None:
+        """A reset whose quick retry then meets a 503 is one move with reason ``reset``
+        in failovers_total, the failover_triggered event and the failover log line."""
+        events: list[Event] = []
+        assert proxy.app is not None
+        proxy.app[EVENTS].subscribe(events.append)
+        sid = await register(
+            proxy,
+            provider.url("/reset/r.ts?after=188000&rate=400000"),
+            failover_urls=[provider.url("/live/fo.ts?id=2")],
+            stream_type="live",
+        )
+        out = io.StringIO()
+        configure_logging("INFO", "json", stream=out)
+        try:
+            resp = await proxy.get(f"/stream/{sid}")
+            async with asyncio.timeout(10):
+                await resp.content.readexactly(TS_PACKET)
+                provider.fail("/reset/", 503)  # the quick retry will get a 503
+                await resp.content.readexactly(188000 + TS_PACKET * 50)
+            resp.close()
+        finally:
+            configure_logging("INFO", "auto")
+        after = await scrape(proxy)
+        assert value(after, "m3u_proxy_failovers_total", reason="reset") == 1
+        assert value(after, "m3u_proxy_failovers_total", reason="http_status") == 0
+        moves = [e for e in events if e["event_type"] == "failover_triggered"]
+        assert [e["data"]["reason"] for e in moves] == ["reset"]
+        lines = [json.loads(raw) for raw in out.getvalue().splitlines()]
+        failed = [e["reason"] for e in lines if e["event"] == "source_failed"]
+        logged = [e["reason"] for e in lines if e["event"] == "failover"]
+        assert failed == logged == ["reset"]
 
     async def test_request_durations_by_route_kind(self, proxy: Client, provider: Provider) -> None:
         """Management calls and stream starts are each observed under their own kind."""

@@ -280,6 +280,19 @@ class TestAuth:
         assert (await proxy.get("/stats")).status == 401
         assert (await proxy.get("/health")).status == 200
 
+    async def test_bearer_token_is_a_third_way(self, proxy_factory: ProxyFactory) -> None:
+        """``Authorization: Bearer <token>`` is accepted (any case of "Bearer"); a wrong
+        one is 403 and another scheme counts as no token."""
+        proxy = await proxy_factory(auth={"api_token": "t0ken"})
+        ok = await proxy.get("/streams", headers={"Authorization": "Bearer t0ken"})
+        assert ok.status == 200
+        lower = await proxy.get("/streams", headers={"Authorization": "bearer t0ken"})
+        assert lower.status == 200
+        wrong = await proxy.get("/streams", headers={"Authorization": "Bearer nope"})
+        assert wrong.status == 403
+        basic = await proxy.get("/streams", headers={"Authorization": "Basic dDBrZW4="})
+        assert basic.status == 401
+
     async def test_playback_is_not_gated_by_the_api_token(
         self, proxy_factory: ProxyFactory
     ) -> None:

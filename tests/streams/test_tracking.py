@@ -1,6 +1,7 @@
 """Client tracking and stream stats during real playback of direct streams."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from m3u_proxy.events.bus import Event, EventBus
+from m3u_proxy.keys import EVENTS
 from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.counters import Counters
 from m3u_proxy.streams.registry import parse_definition
@@ -92,6 +94,43 @@ class TestClientStats:
         assert second["last_access"].endswith("Z")
         # 250 kB/s is 2 Mbit/s: a recent-window figure lands near it, whatever the window.
         assert 500_000 < second["bandwidth_bps"] < 8_000_000
+
+    async def test_clients_show_what_is_playing_and_from_where(
+        self, proxy: Client, provider: Provider
+    ) -> None:
+        """A client shows the stream's name (metadata name, tvg-name or title, else the
+        id), the provider host it reads now (no credentials, and the new one after a
+        failover), and a last_access that moves while a live viewer watches."""
+        named = await register(
+            proxy,
+            provider.url("/live/named.ts?rate=250000").replace("://", "://bob:hunter2@"),
+            metadata={"tvg-name": "BBC One HD", "title": "ignored"},
+        )
+        async with playing(proxy, named) as resp:
+            reader = asyncio.create_task(drain(resp))
+            first = await only_client(proxy)
+            await asyncio.sleep(1.2)
+            await until(lambda: self._access_moved(proxy, first["last_access"]), 5)
+            reader.cancel()
+        host = provider.base_url.removeprefix("http://")
+        assert first["stream_name"] == "BBC One HD"
+        assert first["upstream_host"] == host
+        assert "hunter2" not in json.dumps(first)
+        bare = await register(
+            proxy,
+            provider.url("/status/503"),
+            failover_urls=[provider.url("/live/bare.ts").replace("127.0.0.1", "localhost")],
+            stream_type="live",
+        )
+        async with playing(proxy, bare):
+            client = await only_client(proxy)
+        assert client["stream_name"] == bare
+        assert client["upstream_host"] == host.replace("127.0.0.1", "localhost")
+
+    @staticmethod
+    async def _access_moved(proxy: Client, before: str) -> bool:
+        clients = (await get_json(proxy, "/clients"))["clients"]
+        return bool(clients) and clients[0]["last_access"] > before
 
     @staticmethod
     async def _bandwidth_above_zero(proxy: Client) -> bool:
@@ -297,3 +336,31 @@ class TestKick:
         assert seen[-1]["data"]["reason"] == "manual_disconnect"
         tracker.kick(viewers[0], definition)  # twice is harmless: no second event
         assert len(seen) == 4
+
+
+class TestEventVocabulary:
+    async def test_stream_started_uses_streamstat_type_names(
+        self, proxy: Client, provider: Provider
+    ) -> None:
+        """Events name the stream type as StreamStat does ("Live Continuous", "VOD"),
+        and the same word appears in /streams; the POST reply keeps "direct"."""
+        events: list[Event] = []
+        assert proxy.app is not None
+        proxy.app[EVENTS].subscribe(events.append)
+        resp = await proxy.post("/streams", json={"url": provider.url("/live/ev.ts")})
+        assert (await resp.json())["stream_type"] == "direct"
+        sid = (await resp.json())["stream_id"]
+        vod = await register(proxy, provider.url("/vod/ev.mp4?size=1000"))
+        async with playing(proxy, sid):
+            pass
+        assert (await proxy.get(f"/stream/{vod}")).status == 200
+        started = {
+            e["stream_id"]: e["data"]["stream_type"]
+            for e in events
+            if e["event_type"] == "stream_started"
+        }
+        assert started == {sid: "Live Continuous", vod: "VOD"}
+        listed = {
+            s["stream_id"]: s["stream_type"] for s in (await get_json(proxy, "/streams"))["streams"]
+        }
+        assert listed == started

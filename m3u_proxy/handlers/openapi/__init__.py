@@ -53,9 +53,10 @@ def document(root_path: str = "") -> dict[str, Any]:
             "securitySchemes": {
                 "ApiTokenHeader": {"type": "apiKey", "in": "header", "name": "X-API-Token"},
                 "ApiTokenQuery": {"type": "apiKey", "in": "query", "name": "api_token"},
+                "ApiTokenBearer": {"type": "http", "scheme": "bearer"},
             },
         },
-        "security": [{"ApiTokenHeader": []}, {"ApiTokenQuery": []}],
+        "security": [{"ApiTokenHeader": []}, {"ApiTokenBearer": []}, {"ApiTokenQuery": []}],
     }
     if root_path:
         doc["servers"] = [{"url": root_path}]

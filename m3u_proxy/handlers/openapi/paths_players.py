@@ -46,6 +46,7 @@ def _playback() -> dict[str, Schema]:
             },
             416: _json("VOD: the range is outside the file.", ref("Error"))
             | {"headers": content_range},
+            "4XX": _json("Every URL of the chain answered this 4xx: passed on.", ref("Error")),
         },
         params=[STREAM_ID, *PLAYER, RANGE],
         errors=(403, 404, 502, 503, 504),
@@ -55,7 +56,10 @@ def _playback() -> dict[str, Schema]:
         "hls_playlist",
         "playback",
         "The stream's HLS playlist, rewritten to point at this proxy.",
-        {200: _body("application/vnd.apple.mpegurl", "The rewritten playlist.")},
+        {
+            200: _body("application/vnd.apple.mpegurl", "The rewritten playlist."),
+            "4XX": _json("Every URL of the chain answered this 4xx: passed on.", ref("Error")),
+        },
         params=[STREAM_ID, *PLAYER, *LL_HLS],
         errors=(400, 403, 404, 502, 504),
         management=False,
@@ -84,10 +88,27 @@ def _playback() -> dict[str, Schema]:
         errors=(400, 403, 404),
         management=False,
     )
+    logo = _op(
+        "logo",
+        "playback",
+        "A channel logo named by an exported playlist (playlists.serve_logos), cached.",
+        {
+            200: {"description": "The image as the provider sent it.", "content": any_bytes},
+            "4XX": _json(upstream, ref("Error")),
+            "5XX": _json(upstream + " 502/504: no answer.", ref("Error")),
+        },
+        params=[
+            _path_id("token", "Opaque; seals the logo URL.", {"pattern": "^[A-Za-z0-9_-]+$"}),
+            _path_id("ext", "The logo URL's extension.", {"pattern": "^[A-Za-z0-9]{1,5}$"}),
+        ],
+        errors=(403,),
+        management=False,
+    )
     return {
         "/stream/{stream_id}": {"get": play, "head": _head(play)},
         "/hls/{stream_id}/playlist.m3u8": {"get": playlist, "head": _head(playlist)},
         "/hls/{stream_id}/{kind}/{token}.{ext}": {"get": resource, "head": _head(resource)},
+        "/logos/{token}.{ext}": {"get": logo, "head": _head(logo)},
     }
 
 
@@ -115,7 +136,7 @@ def _webhooks() -> dict[str, Schema]:
                 "Forget a webhook and its undelivered events.",
                 {200: _json("Deleted.", ref("WebhookDeleted"))},
                 params=[{**WEBHOOK_URL, "required": False}],
-                errors=(404, 422),
+                errors=(400, 404, 422),
             )
             | {
                 "requestBody": {

@@ -73,6 +73,16 @@ def _client_stat() -> Schema:
         {
             "client_id": STRING,
             "stream_id": STRING,
+            "stream_name": {
+                **STRING,
+                "description": "metadata name, tvg-name or title (an imported channel's "
+                "name), else the stream id",
+            },
+            "upstream_host": {
+                **STRING,
+                "description": "host[:port] of the provider URL now being read, no "
+                "credentials; empty before the first connection",
+            },
             "ip_address": STRING,
             "user_agent": STRING,
             "username": MAYBE_STRING,
