@@ -8,16 +8,21 @@ by ``cleanup_ctx`` entries, in order.
 
 import asyncio
 import contextlib
+import functools
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from m3u_proxy.cluster.node import Node
 from m3u_proxy.config import Config
 from m3u_proxy.errors import ConfigError, ValidationFailed
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.recent import RecentEvents
-from m3u_proxy.handlers import info, logos, metrics, webhooks
+from m3u_proxy.handlers import info, logos, metrics, streams, webhooks
 from m3u_proxy.handlers.hls import (
     HLS_CACHE,
     MAX_PLAYLIST_BYTES,
@@ -33,6 +38,7 @@ from m3u_proxy.keys import (
     CONFIG,
     EVENTS,
     NETWORKS,
+    NODE,
     PROVIDERS,
     RECENT_EVENTS,
     REGISTRY,
@@ -48,8 +54,10 @@ from m3u_proxy.providers.ledger import MemoryLedger
 from m3u_proxy.providers.model import Providers, ProviderSpec, parse_provider
 from m3u_proxy.providers.policy import Slots
 from m3u_proxy.routes import add_routes
-from m3u_proxy.store.sqlite import SqliteStore, Store
+from m3u_proxy.store.auto import open_store
+from m3u_proxy.store.base import Cluster, Store
 from m3u_proxy.streams.failover import COOLDOWNS, Cooldowns
+from m3u_proxy.streams.registry import KIND as STREAMS
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker, run_sampler
 from m3u_proxy.tokens import Signer, new_secret
@@ -57,19 +65,21 @@ from m3u_proxy.upstream import build_session
 from m3u_proxy.web import middlewares
 from m3u_proxy.web.requests import parse_networks
 
-DB_NAME = "m3u-proxy.sqlite3"
+
+def new_instance_id() -> str:
+    """Host, process and a random tail: unique, and says where the instance runs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 async def _secret(config: Config, store: Store) -> str:
-    """The URL-signing secret: from config, else generated once and persisted."""
+    """The URL-signing secret: from config, else generated once and persisted.
+
+    ``setdefault``: instances starting together on one Redis agree on the first one.
+    """
     if config.auth.secret_key:
         return config.auth.secret_key
-    saved = (await store.load("settings")).get("secret")
-    if saved and isinstance(saved.get("value"), str):
-        return str(saved["value"])
-    secret = new_secret()
-    await store.put("settings", "secret", {"value": secret})
-    return secret
+    saved = await store.setdefault("settings", "secret", {"value": new_secret()})
+    return str(saved["value"])
 
 
 def _provider_seeds(config: Config) -> list[ProviderSpec]:
@@ -88,10 +98,16 @@ def _store_ctx(
     store: Store | None, seeds: list[ProviderSpec]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        opened = store or await SqliteStore.open(app[CONFIG].data_path / DB_NAME)
+        cluster: Cluster | None = None
+        if store is None:
+            opened, cluster = await open_store(app[CONFIG], app[NODE].instance_id)
+        else:
+            opened = store
         app[STORE] = opened
+        app[NODE] = Node(app[NODE].instance_id, cluster, app[TRACKER])
         app[REGISTRY] = Registry(opened)
         await app[REGISTRY].load()
+        opened.watch(STREAMS, app[REGISTRY].reload)
         app[PROVIDERS] = Providers(opened, seeds)
         await app[PROVIDERS].load()
         app[SLOTS] = Slots(
@@ -101,6 +117,8 @@ def _store_ctx(
             preempt_memory=app[CONFIG].clients.client_timeout,
         )
         app[SIGNER] = Signer(await _secret(app[CONFIG], opened))
+        if cluster is not None:
+            cluster.on_message(functools.partial(streams.on_command, app))
         yield
         await app[SLOTS].close()
         await opened.close()
@@ -119,17 +137,22 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    sampler = asyncio.create_task(
-        run_sampler(app[TRACKER], config.clients.client_timeout, app[REGISTRY].get)
-    )
+    tasks = [
+        asyncio.create_task(
+            run_sampler(app[TRACKER], config.clients.client_timeout, app[REGISTRY].get)
+        ),
+        asyncio.create_task(app[NODE].run()),
+    ]
     yield
-    sampler.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampler
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
-    """Build the server. ``store`` overrides the SQLite store (tests, other backends)."""
+    """Build the server. ``store`` overrides the configured store (tests)."""
     seeds = _provider_seeds(config)
     app = web.Application(
         middlewares=[
@@ -147,6 +170,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[RECENT_EVENTS] = RecentEvents()
     app[EVENTS].subscribe(app[RECENT_EVENTS].add)
     app[TRACKER] = Tracker(app[EVENTS], config.clients.stream_timeout)
+    app[NODE] = Node(new_instance_id(), None, app[TRACKER])  # joined to the cluster at start
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
     hls_config = config.hls
     segments = BoundedCache(

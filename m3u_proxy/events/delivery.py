@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 from m3u_proxy import __version__
 from m3u_proxy.events.bus import EVENT_TYPES, Event
 from m3u_proxy.logs import get_logger, redact_text, redact_url
-from m3u_proxy.store.sqlite import Doc
+from m3u_proxy.store.base import Doc
 from m3u_proxy.streams.registry import utc_now
 
 SIGNATURE_HEADER = "X-M3U-Proxy-Signature"

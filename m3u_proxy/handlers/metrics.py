@@ -23,7 +23,6 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from m3u_proxy import __version__
 from m3u_proxy.events.delivery import Counts
 from m3u_proxy.handlers.hls import HLS_CACHE
-from m3u_proxy.handlers.stats import totals
 from m3u_proxy.handlers.webhooks import WEBHOOKS
 from m3u_proxy.keys import CONFIG, EVENTS, PROVIDERS, REGISTRY, SLOTS, TRACKER
 from m3u_proxy.web.middlewares import Handler, is_management, route_path
@@ -58,7 +57,7 @@ class ProxyCollector:
         )
         info.add_metric([__version__], 1)
         yield info
-        sums = totals(tracker)
+        sums = tracker.totals()
         yield _counter(
             "m3u_proxy_bytes_served", "Body bytes sent to players.", sums["total_bytes_served"]
         )

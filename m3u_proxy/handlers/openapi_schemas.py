@@ -129,6 +129,7 @@ def _client_stat() -> Schema:
             "is_connected": BOOLEAN,
             "shared": BOOLEAN,
             "skipped_bytes": INTEGER,
+            "instance_id": {**STRING, "description": "the instance the player is connected to"},
         }
     )
 
@@ -501,6 +502,8 @@ def component_schemas() -> dict[str, Schema]:
                         INTEGER,
                     )
                 ),
+                "instance_id": {**STRING, "description": "the instance that answered"},
+                "instances": {**INTEGER, "description": "live instances sharing the store"},
             }
         ),
         "StreamStat": _stream_stat(),

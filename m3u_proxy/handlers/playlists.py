@@ -18,7 +18,7 @@ from aiohttp import web
 from m3u_proxy.handlers.logos import logo_base, proxied_logo
 from m3u_proxy.keys import CONFIG, EVENTS, PLAYLIST_MANAGER, REGISTRY, SESSION, STORE, TRACKER
 from m3u_proxy.playlists.m3u import M3UEntry, entry_group, render_m3u
-from m3u_proxy.playlists.manager import PlaylistManager
+from m3u_proxy.playlists.manager import KIND, PlaylistManager
 from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
 from m3u_proxy.playlists.spec import Source, parse_spec
 from m3u_proxy.streams.registry import StreamDefinition
@@ -38,6 +38,7 @@ async def playlists_ctx(app: web.Application) -> AsyncIterator[None]:
         upstream=app[CONFIG].upstream,
     )
     await manager.load()
+    app[STORE].watch(KIND, manager.reload)
     app[PLAYLIST_MANAGER] = manager
     unsubscribe = app[EVENTS].subscribe(manager.on_event)
     task = asyncio.create_task(manager.run())

@@ -1,7 +1,9 @@
 """Management handlers for stream definitions (API.md "Streams (management)").
 
 Handlers stay thin: parse, call the registry or tracker, render. Domain errors are
-raised and the error middleware turns them into ``{"detail": ...}``.
+raised and the error middleware turns them into ``{"detail": ...}``. With several
+instances, a manual failover and a deletion are broadcast: each instance moves or
+ends its own viewers (`on_command`); the events are emitted where the request came in.
 """
 
 from datetime import UTC, datetime
@@ -10,12 +12,16 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from m3u_proxy.errors import BadRequest, NotFound
-from m3u_proxy.handlers.stats import all_stream_stats, stream_stat
-from m3u_proxy.keys import CONFIG, EVENTS, PROVIDERS, REGISTRY, TRACKER
+from m3u_proxy.errors import ApiError, BadRequest, NotFound, StoreError
+from m3u_proxy.handlers.stats import all_clients, all_stream_stats, client_counts, stream_stat
+from m3u_proxy.keys import CONFIG, EVENTS, NODE, PROVIDERS, REGISTRY, TRACKER
+from m3u_proxy.logs import get_logger
+from m3u_proxy.store.base import Doc
 from m3u_proxy.streams.failover import manual_failover
 from m3u_proxy.streams.registry import StreamDefinition, parse_definition
 from m3u_proxy.web.requests import json_body, playback_path, query_flag, required_query
+
+log = get_logger(__name__)
 
 
 def describe(request: web.Request, definition: StreamDefinition) -> dict[str, Any]:
@@ -48,23 +54,59 @@ def _get(request: web.Request, stream_id: str) -> StreamDefinition:
     return definition
 
 
+def end_viewers(
+    app: web.Application, stream_id: str, definition: StreamDefinition | None, reason: str
+) -> None:
+    """End this instance's viewers of a stream and drop its runtime state."""
+    tracker = app[TRACKER]
+    runtime = tracker.forget(stream_id)
+    if runtime is not None:
+        for pump in list(runtime.pumps):
+            pump.stop()
+        for client in list(runtime.clients.values()):
+            tracker.disconnect(client, definition, reason=reason)
+
+
 async def delete_streams(
     request: web.Request, stream_ids: list[str], reason: str = "manual_deletion"
 ) -> list[StreamDefinition]:
-    """Forget streams: persist first, then end their clients and emit stream_stopped."""
+    """Forget streams: persist first, then end their clients everywhere, emit stream_stopped."""
     gone = await request.app[REGISTRY].delete(stream_ids)
-    tracker = request.app[TRACKER]
     for definition in gone:
-        runtime = tracker.forget(definition.stream_id)
-        if runtime is not None:
-            for pump in list(runtime.pumps):
-                pump.stop()
-            for client in list(runtime.clients.values()):
-                tracker.disconnect(client, definition, reason=reason)
+        end_viewers(request.app, definition.stream_id, definition, reason)
         request.app[EVENTS].emit(
             "stream_stopped", definition.stream_id, {"reason": reason}, definition.metadata
         )
+    if gone:
+        message = {"type": "end", "stream_ids": [d.stream_id for d in gone], "reason": reason}
+        try:
+            await request.app[NODE].broadcast(message)
+        except StoreError as exc:  # the deletion itself is stored: say so, do not fail it
+            log.warning("broadcast_failed", type="end", error=str(exc))
     return gone
+
+
+async def on_command(app: web.Application, message: Doc) -> None:
+    """A command another instance broadcast: move or end this instance's viewers
+    (``end``: a deleted stream's, ``kick``: one client's, ``failover``: a stream's)."""
+    kind = message.get("type")
+    if kind == "end":
+        for stream_id in message.get("stream_ids") or ():
+            definition = app[REGISTRY].get(stream_id)
+            end_viewers(app, str(stream_id), definition, str(message.get("reason", "deleted")))
+    elif kind == "kick":
+        client = app[TRACKER].clients.get(str(message.get("client_id")))
+        if client is not None:
+            app[TRACKER].kick(client, app[REGISTRY].get(client.stream_id))
+    elif kind == "failover":
+        stream_id = str(message.get("stream_id"))
+        definition = app[REGISTRY].get(stream_id)
+        runtime = app[TRACKER].streams.get(stream_id)
+        if definition is not None and runtime is not None and runtime.pumps:
+            try:
+                await manual_failover(app, definition, runtime, announce=False)
+            except ApiError as exc:
+                log.warning("remote_failover_failed", stream_id=stream_id, detail=exc.detail)
 
 
 async def create_stream(request: web.Request) -> web.Response:
@@ -84,7 +126,8 @@ async def list_streams(request: web.Request) -> web.Response:
 async def get_stream(request: web.Request) -> web.Response:
     definition = _get(request, request.match_info["stream_id"])
     runtime = request.app[TRACKER].streams.get(definition.stream_id)
-    clients = [c.to_json() for c in runtime.clients.values()] if runtime else []
+    remote = request.app[NODE].remote_streams().get(definition.stream_id)
+    clients = all_clients(request, definition.stream_id)
     return web.json_response(
         {
             "stream": stream_stat(
@@ -92,6 +135,7 @@ async def get_stream(request: web.Request) -> web.Response:
                 runtime,
                 request.app[CONFIG].upstream.user_agent,
                 request.app[PROVIDERS],
+                remote,
             ),
             "clients": clients,
             "client_count": len(clients),
@@ -109,6 +153,8 @@ async def trigger_failover(request: web.Request) -> web.Response:
     definition = _get(request, request.match_info["stream_id"])
     if not definition.has_failover:
         raise BadRequest("this stream has no failover URLs or resolver")
+    # Told to the other instances first: a 503 (Redis away) means nothing moved.
+    await request.app[NODE].broadcast({"type": "failover", "stream_id": definition.stream_id})
     tracker = request.app[TRACKER]
     runtime = tracker.runtime(definition.stream_id)
     new_url = await manual_failover(request.app, definition, runtime)
@@ -118,7 +164,7 @@ async def trigger_failover(request: web.Request) -> web.Response:
             "new_url": new_url,
             "failover_index": runtime.current_index - 1,
             "failover_attempts": runtime.failover_attempts,
-            "active_clients": len(runtime.clients),
+            "active_clients": client_counts(request).get(definition.stream_id, 0),
         }
     )
 
@@ -127,27 +173,26 @@ def _matching(request: web.Request, field: str, value: str) -> list[StreamDefini
     return [d for d in request.app[REGISTRY].all() if d.metadata.get(field) == value]
 
 
-def _client_count(request: web.Request, stream_id: str) -> int:
-    runtime = request.app[TRACKER].streams.get(stream_id)
-    return len(runtime.clients) if runtime else 0
-
-
 async def by_metadata(request: web.Request) -> web.Response:
     field, value = required_query(request, "field"), required_query(request, "value")
     active_only = query_flag(request, "active_only", True)
     tracker = request.app[TRACKER]
+    counts = client_counts(request)
+    remote = request.app[NODE].remote_streams()
     rows = []
     for definition in _matching(request, field, value):
         runtime = tracker.streams.get(definition.stream_id)
-        count = len(runtime.clients) if runtime else 0
+        count = counts.get(definition.stream_id, 0)
         if active_only and count == 0:
             continue
+        seen = runtime.last_access if runtime else None
+        theirs = remote.get(definition.stream_id, {}).get("last_access")
         rows.append(
             {
                 "stream_id": definition.stream_id,
                 "client_count": count,
                 "metadata": dict(definition.metadata),
-                "last_access": runtime.last_access if runtime else None,
+                "last_access": max(filter(None, (seen, theirs)), default=None),
                 "is_active": count > 0,
                 "url": definition.url,
                 "stream_type": definition.type_name,
@@ -168,9 +213,10 @@ async def counts_by_metadata(request: web.Request) -> web.Response:
     field = required_query(request, "field")
     wanted = [v for v in required_query(request, "values").split(",") if v]
     counts = dict.fromkeys(wanted, 0)
+    viewers = client_counts(request)
     for definition in request.app[REGISTRY].all():
         value = definition.metadata.get(field)
-        if value in counts and _client_count(request, definition.stream_id) > 0:
+        if value in counts and viewers.get(definition.stream_id, 0) > 0:
             counts[value] += 1
     return web.json_response({"field": field, "counts": counts})
 
@@ -180,15 +226,14 @@ async def delete_by_metadata(request: web.Request) -> web.Response:
     exclude = request.query.get("exclude_channel_id")
     force = query_flag(request, "force", True)
     leaving = request.query.get("client_id")
-    tracker = request.app[TRACKER]
     doomed: list[str] = []
     skipped: list[dict[str, str]] = []
     for definition in _matching(request, field, value):
         if exclude is not None and definition.metadata.get("id") == exclude:
             skipped.append({"stream_id": definition.stream_id, "reason": "excluded_channel"})
             continue
-        runtime = tracker.streams.get(definition.stream_id)
-        others = [c for c in (runtime.clients if runtime else {}) if c != leaving]
+        viewers = all_clients(request, definition.stream_id)
+        others = [c for c in viewers if c["client_id"] != leaving]
         if not force and others:
             skipped.append({"stream_id": definition.stream_id, "reason": "has_active_clients"})
             continue
@@ -213,7 +258,8 @@ async def delete_oldest_by_metadata(request: web.Request) -> web.Response:
         for d in _matching(request, field, value)
         if exclude is None or d.metadata.get("id") != exclude
     ]
-    candidates.sort(key=lambda d: (_client_count(request, d.stream_id) == 0, d.created_at))
+    viewers = client_counts(request)
+    candidates.sort(key=lambda d: (viewers.get(d.stream_id, 0) == 0, d.created_at))
     if not candidates:
         raise NotFound(f"no stream with {field}={value} to delete")
     oldest = candidates[0]

@@ -23,7 +23,7 @@ from m3u_proxy.errors import NotFound, ValidationFailed
 from m3u_proxy.events.bus import EVENT_TYPES, Event, envelope
 from m3u_proxy.events.delivery import Counts, Delivery, Outbox, Webhook, encode, send_once
 from m3u_proxy.keys import CONFIG, EVENTS, SESSION, STORE
-from m3u_proxy.store.sqlite import Store
+from m3u_proxy.store.base import Store
 from m3u_proxy.streams.registry import check_headers, check_url
 from m3u_proxy.web.requests import json_body, required_query
 
@@ -90,6 +90,23 @@ class Webhooks:
     async def load(self) -> None:
         for doc in (await self._store.load(KIND)).values():
             self._start(Webhook.from_doc(doc))
+
+    async def reload(self, keys: list[str] | None) -> None:
+        """Take what another instance changed from the store (None: everything)."""
+        wanted = set(keys) if keys is not None else None
+        docs = await (self._store.load(KIND) if keys is None else self._store.get_many(KIND, keys))
+        for url, running in list(self._outboxes.items()):
+            gone = running.hook.webhook_id not in docs
+            if gone and (wanted is None or running.hook.webhook_id in wanted):
+                del self._outboxes[url]
+                self._tasks.pop(url).cancel()
+        for doc in docs.values():
+            hook = Webhook.from_doc(doc)
+            outbox = self._outboxes.get(hook.url)
+            if outbox is None:
+                self._start(hook)
+            else:
+                outbox.hook = hook
 
     def _start(self, hook: Webhook) -> None:
         outbox = self._outboxes[hook.url] = Outbox(hook, self.queue_size, self.totals)
@@ -179,6 +196,7 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Load the webhooks, start their delivery tasks and subscribe them to the bus."""
     hooks = Webhooks(app[STORE], app[SESSION], app[CONFIG].events.webhook_queue_size)
     await hooks.load()
+    app[STORE].watch(KIND, hooks.reload)
     app[WEBHOOKS] = hooks
     unsubscribe = app[EVENTS].subscribe(hooks.publish)
     yield

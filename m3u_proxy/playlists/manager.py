@@ -29,7 +29,7 @@ from m3u_proxy.playlists.fetch import fetch_playlist
 from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
 from m3u_proxy.playlists.plan import ImportPlan, plan_import, summarise_skipped
 from m3u_proxy.playlists.spec import PlaylistSpec
-from m3u_proxy.store.sqlite import Store
+from m3u_proxy.store.base import Store
 from m3u_proxy.streams.registry import Registry, utc_now
 from m3u_proxy.streams.tracking import Tracker
 
@@ -71,6 +71,23 @@ class PlaylistManager:
             if owner is not None and definition.stream_id not in referenced:
                 owner.retired.add(definition.stream_id)
         await self.sweep()
+
+    async def reload(self, keys: list[str] | None) -> None:
+        """Take the playlists another instance imported, refreshed or removed."""
+        docs = await self._store.load(KIND)
+        affected = {k.split("/", 1)[0] for k in keys} if keys is not None else None
+        if affected is None:
+            affected = set(self.playlists) | {k for k in docs if "/" not in k}
+        for playlist_id in affected:
+            previous = self.playlists.pop(playlist_id, None)
+            doc = docs.get(playlist_id)
+            if doc is None:
+                continue
+            playlist = await asyncio.to_thread(Playlist.from_docs, doc, docs)
+            if previous is not None:
+                playlist.retired = previous.retired
+            self.playlists[playlist_id] = playlist
+        self._wake.set()
 
     def get(self, playlist_id: str) -> Playlist:
         playlist = self.playlists.get(playlist_id)

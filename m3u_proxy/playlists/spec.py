@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from m3u_proxy.errors import ValidationFailed
-from m3u_proxy.store.sqlite import Doc
+from m3u_proxy.store.base import Doc
 from m3u_proxy.streams.registry import (
     check_header_value,
     check_headers,

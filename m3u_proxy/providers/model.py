@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from m3u_proxy.errors import ValidationFailed
-from m3u_proxy.store.sqlite import Doc, Store
+from m3u_proxy.store.base import Doc, Store
 from m3u_proxy.streams.registry import check_provider_name
 
 KIND = "provider"

@@ -158,14 +158,17 @@ def record_move(
     old_index: int,
     new_index: int,
     reason: str,
+    announce: bool = True,
 ) -> None:
-    """Publish a move of the stream's current URL: counters, event, log."""
+    """Publish a move of the stream's current URL: counters, event (when ``announce``)."""
     urls = chain_urls(definition, runtime)
     runtime.current_index = new_index
     runtime.failover_attempts += 1
     runtime.last_failover_time = utc_now()
     app[TRACKER].failovers_total += 1
     app[TRACKER].failovers_by_reason[reason] += 1
+    if not announce:  # another instance took the decision and emitted the event
+        return
     app[EVENTS].emit(
         "failover_triggered",
         definition.stream_id,
@@ -287,9 +290,16 @@ class Chain:
 
 
 async def manual_failover(
-    app: web.Application, definition: StreamDefinition, runtime: StreamRuntime
+    app: web.Application,
+    definition: StreamDefinition,
+    runtime: StreamRuntime,
+    *,
+    announce: bool = True,
 ) -> str:
-    """Move the stream (every active client, and new ones) to the next URL now."""
+    """Move the stream (every active client, and new ones) to the next URL now.
+
+    ``announce=False`` when another instance was asked: it emits the event, once.
+    """
     urls = chain_urls(definition, runtime)
     old = min(runtime.current_index, len(urls) - 1)
     nxt = old + 1
@@ -301,7 +311,9 @@ async def manual_failover(
         nxt = urls.index(found) if found is not None else 0
     if nxt == old:
         raise UpstreamFailed("the failover resolver gave no other URL to move to")
-    record_move(app, definition, runtime, old_index=old, new_index=nxt, reason="manual")
+    record_move(
+        app, definition, runtime, old_index=old, new_index=nxt, reason="manual", announce=announce
+    )
     for pump in list(runtime.pumps):
         pump.switch_to(nxt)
     return urls[nxt]

@@ -304,6 +304,15 @@ class Tracker:
     def forget(self, stream_id: str) -> StreamRuntime | None:
         return self.streams.pop(stream_id, None)
 
+    def totals(self) -> dict[str, int]:
+        """Bytes and segments served since start (left and present), upstream connections."""
+        live = self.clients.values()
+        return {
+            "total_bytes_served": self.bytes_departed + sum(c.bytes_served for c in live),
+            "total_segments_served": self.segments_departed + sum(c.segments_served for c in live),
+            "upstream_connections": sum(s.upstream_connections for s in self.streams.values()),
+        }
+
     def active_streams(self) -> int:
         return sum(1 for s in self.streams.values() if s.clients)
 
