@@ -9,6 +9,7 @@ tests stay as isolated as they are with one SQLite file per data dir.
 import asyncio
 import hashlib
 import os
+import secrets
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +26,7 @@ from tests.providers import Provider
 from tests.redisd import RedisServer
 
 SUITE_REDIS = os.environ.get("REDIS_URL", "")
+_RUN = secrets.token_hex(3)  # prefixes differ between runs on the same Redis
 
 ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -33,7 +35,7 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
     """Defaults plus per-section overrides, e.g. ``upstream={"stall_timeout": 0.5}``."""
     config = load_config(None, {}, {"data_dir": str(data_dir)})
     if SUITE_REDIS:
-        prefix = "test-" + hashlib.md5(str(data_dir).encode()).hexdigest()[:12]
+        prefix = f"test-{_RUN}-" + hashlib.md5(str(data_dir).encode()).hexdigest()[:12]
         storage = {"redis_url": SUITE_REDIS, "redis_prefix": prefix}
         sections = {**sections, "storage": storage | sections.get("storage", {})}
     changes = {
@@ -65,7 +67,7 @@ async def proxy_factory(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
 def _redis_prefix_per_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Suite on Redis: server processes a test starts share a prefix of their own."""
     if SUITE_REDIS:
-        prefix = "test-" + hashlib.md5(request.node.nodeid.encode()).hexdigest()[:12]
+        prefix = f"test-{_RUN}-" + hashlib.md5(request.node.nodeid.encode()).hexdigest()[:12]
         monkeypatch.setenv("M3U_PROXY_REDIS_PREFIX", prefix)
 
 

@@ -105,9 +105,14 @@ class Node:
 
     async def run(self) -> None:
         """Publish and read once a second until cancelled; Redis trouble only waits."""
+        task = asyncio.current_task()
         while True:
             try:
                 await self.refresh()
             except StoreError as exc:
                 log.debug("presence_not_published", error=str(exc))
+            if task is not None and task.cancelling():
+                # A cancellation that reached the Redis client mid-command may come back
+                # as an error or not at all; the task must end all the same.
+                raise asyncio.CancelledError
             await asyncio.sleep(INTERVAL)

@@ -1,8 +1,8 @@
 """The shared `Store` and `Cluster` on Redis: every instance behind a load balancer sees
 the same documents, hears the others' changes and commands, and their live figures.
 
-All Redis access of the project is in this module (redis-py's asyncio client; no
-hand-written protocol). Layout under the configured prefix ``P``:
+All Redis access of the project is in this module and `store.redis_leases` (redis-py's
+asyncio client; no hand-written protocol). Layout under the configured prefix ``P``:
 
 - ``P:doc:<kind>``: a hash of JSON documents by key (one per kind).
 - ``P:bus``: the pub/sub channel. A write and its ``changed`` message go in one
@@ -10,7 +10,7 @@ hand-written protocol). Layout under the configured prefix ``P``:
   failover, deletion) travel on the same channel; each carries its sender's id.
 - ``P:instance:<id>``: an instance's live figures, with a TTL; ``P:instances`` is the
   sorted set of instance ids by expiry, so reading the cluster needs no SCAN.
-- ``P:lease:<name>``: a sorted set of slot holders by expiry (provider slots).
+- ``P:lease:<name>``: a sorted set of slot holders by expiry (`store.redis_leases`).
 
 A write returns only after Redis acknowledged it. When Redis is out of reach a write
 raises `StoreUnavailable` (503 at the API); nothing on the playback path touches Redis.
@@ -47,8 +47,20 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {exc}")
+
+
+def unavailable(exc: BaseException) -> BaseException:
+    """What to raise for a failed Redis call: `StoreUnavailable`, or the cancellation.
+
+    redis-py may turn a cancellation that hits it mid-command into a connection error;
+    a cancelled task must still end, so the cancellation wins.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    return StoreUnavailable(why(exc))
 
 
 class RedisStore:
@@ -85,21 +97,18 @@ class RedisStore:
             pubsub = await store._subscribe()
         except (RedisError, OSError) as exc:
             await client.aclose()
-            raise StoreError(f"cannot reach Redis at {store.url}: {_why(exc)}") from exc
+            raise StoreError(f"cannot reach Redis at {store.url}: {why(exc)}") from exc
         store._listener = asyncio.create_task(store._listen(pubsub))
         log.info("redis_connected", url=store.url, instance_id=instance_id)
         return store
-
-    def _key(self, *parts: str) -> str:
-        return ":".join((self._prefix, *parts))
 
     # -- documents -------------------------------------------------------------------
 
     async def load(self, kind: str) -> dict[str, Doc]:
         try:
-            raw = await self._client.hgetall(self._key("doc", kind))
+            raw = await self._client.hgetall(self.key("doc", kind))
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(_why(exc)) from exc
+            raise unavailable(exc) from exc
         return {_text(key): json.loads(body) for key, body in raw.items()}
 
     async def get_many(self, kind: str, keys: Iterable[str]) -> dict[str, Doc]:
@@ -107,9 +116,9 @@ class RedisStore:
         if not wanted:
             return {}
         try:
-            bodies = await self._client.hmget(self._key("doc", kind), wanted)
+            bodies = await self._client.hmget(self.key("doc", kind), wanted)
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(_why(exc)) from exc
+            raise unavailable(exc) from exc
         return {k: json.loads(b) for k, b in zip(wanted, bodies, strict=True) if b is not None}
 
     async def _write(self, kind: str, docs: Mapping[str, Doc], deletes: list[str]) -> None:
@@ -120,15 +129,13 @@ class RedisStore:
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 if docs:
-                    pipe.hset(
-                        self._key("doc", kind), mapping={k: _json(d) for k, d in docs.items()}
-                    )
+                    pipe.hset(self.key("doc", kind), mapping={k: _json(d) for k, d in docs.items()})
                 if deletes:
-                    pipe.hdel(self._key("doc", kind), *deletes)
+                    pipe.hdel(self.key("doc", kind), *deletes)
                 pipe.publish(self._channel, _json(message))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(_why(exc)) from exc
+            raise unavailable(exc) from exc
 
     async def put(self, kind: str, key: str, doc: Doc) -> None:
         await self._write(kind, {key: doc}, [])
@@ -140,12 +147,12 @@ class RedisStore:
         await self._write(kind, {}, list(dict.fromkeys(keys)))
 
     async def setdefault(self, kind: str, key: str, doc: Doc) -> Doc:
-        name = self._key("doc", kind)
+        name = self.key("doc", kind)
         try:
             await self._client.hsetnx(name, key, _json(doc))
             body = await self._client.hget(name, key)
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(_why(exc)) from exc
+            raise unavailable(exc) from exc
         stored: Doc = json.loads(body) if body is not None else doc
         return stored
 
@@ -161,41 +168,49 @@ class RedisStore:
         try:
             await self._client.publish(self._channel, _json({**message, "from": self.instance_id}))
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(_why(exc)) from exc
+            raise unavailable(exc) from exc
 
     async def publish_presence(self, snapshot: Doc, ttl: float) -> None:
         now = time.time()
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(
-                    self._key("instance", self.instance_id), _json(snapshot), px=int(ttl * 1000)
+                    self.key("instance", self.instance_id), _json(snapshot), px=int(ttl * 1000)
                 )
-                pipe.zadd(self._key("instances"), {self.instance_id: now + ttl})
-                pipe.zremrangebyscore(self._key("instances"), "-inf", now)
+                pipe.zadd(self.key("instances"), {self.instance_id: now + ttl})
+                pipe.zremrangebyscore(self.key("instances"), "-inf", now)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(_why(exc)) from exc
+            raise unavailable(exc) from exc
 
     async def peers(self) -> list[Doc]:
         try:
-            ids = await self._client.zrangebyscore(self._key("instances"), time.time(), "+inf")
+            ids = await self._client.zrangebyscore(self.key("instances"), time.time(), "+inf")
             # Without WITHSCORES the reply is a list of members (redis-py types it broadly).
             members = [_text(i) for i in ids if isinstance(i, bytes | str)]
             others = [i for i in members if i != self.instance_id]
             if not others:
                 return []
-            bodies = await self._client.mget([self._key("instance", i) for i in others])
+            bodies = await self._client.mget([self.key("instance", i) for i in others])
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(_why(exc)) from exc
+            raise unavailable(exc) from exc
         return [json.loads(body) for body in bodies if body is not None]
 
     async def withdraw(self) -> None:
         """Stop being counted at once (a clean stop), instead of after the TTL."""
         with contextlib.suppress(RedisError, OSError):
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._key("instance", self.instance_id))
-                pipe.zrem(self._key("instances"), self.instance_id)
+                pipe.delete(self.key("instance", self.instance_id))
+                pipe.zrem(self.key("instances"), self.instance_id)
                 await pipe.execute()
+
+    @property
+    def client(self) -> "aioredis.Redis":
+        """The connection pool, for the slot ledger (`store.redis_leases`)."""
+        return self._client
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
 
     # -- the listener ------------------------------------------------------------------
 
@@ -231,8 +246,10 @@ class RedisStore:
                 finally:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # as above
             except (RedisError, OSError) as exc:
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc  # see `_unavailable`
                 self.connected = False
-                log.warning("redis_lost", url=self.url, error=_why(exc))
+                log.warning("redis_lost", url=self.url, error=why(exc))
             pubsub = await self._reconnect()
 
     async def _resync(self) -> None:
