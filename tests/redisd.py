@@ -6,8 +6,11 @@ what it acknowledged to be there afterwards (as an operator would configure it).
 """
 
 import asyncio
+import os
 import shutil
 import socket
+import sys
+import tempfile
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -69,3 +72,21 @@ class RedisServer:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
+
+
+async def _run_with_redis(command: list[str]) -> int:
+    with tempfile.TemporaryDirectory(prefix="m3u-redis-") as directory:
+        server = RedisServer(Path(directory))
+        await server.start()
+        try:
+            child = await asyncio.create_subprocess_exec(
+                *command, env={**os.environ, "REDIS_URL": server.url}
+            )
+            return await child.wait()
+        finally:
+            await server.stop()
+
+
+if __name__ == "__main__":
+    # `python -m tests.redisd pytest ...`: the command on a throwaway Redis (make pytest-redis).
+    sys.exit(asyncio.run(_run_with_redis(sys.argv[1:] or ["pytest"])))
