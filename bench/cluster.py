@@ -11,11 +11,12 @@ Three measurements, each against the same nginx byte source (a TS file on tmpfs)
    instance on Redis; its CPU % gives viewers per core at 8 Mbit/s, and Redis's command
    counter (INFO stats) gives Redis operations per viewer per minute.
 3. Propagation: a stream registered on A, then requested on B until B serves it: the
-   time from A's 201 to B's first 200, over several registrations.
+   time from A's 201 to B's first 200, over several registrations; and a manual
+   failover posted to A until B's viewer receives the first backup byte.
 
 JSON: cluster_mbps_50, single_mbps_50, cpu_s_per_gb_cluster, cpu_s_per_gb_single,
 viewers_per_core_8mbit, redis_ops_per_minute, redis_ops_per_viewer_minute,
-propagation_ms_p50/p95.
+propagation_ms_p50/p95, remote_failover_ms_p50/p95.
 """
 
 import sys
@@ -24,11 +25,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncio
+import contextlib
+import math
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
+
+import aiohttp
 
 from bench._common import (
     LOAD_CORE,
@@ -54,6 +59,7 @@ from bench._common import (
     wait_port,
     write_ts_file,
 )
+from bench.latency import BACKUP, PRIMARY, TsWatcher, watch
 
 FILE_SIZE = 128 * 1_048_576
 RATE = 1_000_000  # bytes per second: 8 Mbit/s
@@ -181,6 +187,36 @@ def propagation(a: Proxy, b: Proxy, src_port: int, count: int) -> list[float]:
     return delays
 
 
+async def remote_failover(a: Proxy, b: Proxy, src_port: int, runs: int) -> list[float]:
+    """Milliseconds from posting a manual failover to A until B's viewer gets the backup."""
+    results = []
+    base = f"http://127.0.0.1:{src_port}"
+    async with aiohttp.ClientSession() as session:
+        for i in range(runs):
+            stream_id = a.register(
+                f"{base}/primary.ts?rate={RATE}&f={i}", [f"{base}/backup.ts?rate={RATE}&f={i}"]
+            )
+            watcher = TsWatcher()
+            task = asyncio.create_task(watch(session, f"{b.base}/stream/{stream_id}", watcher))
+            try:
+                async with asyncio.timeout(5):
+                    await watcher.event(PRIMARY).wait()
+                await asyncio.sleep(0.3)
+                t0 = time.monotonic()
+                async with session.post(f"{a.base}/streams/{stream_id}/failover") as resp:
+                    await resp.read()
+                async with asyncio.timeout(5):
+                    await watcher.event(BACKUP).wait()
+                results.append((watcher.first_seen[BACKUP] - t0) * 1000)
+            except TimeoutError:
+                results.append(math.nan)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                    await task
+    return results
+
+
 async def bench(quick: bool, root: Path, src_port: int) -> None:
     seconds = 3.0 if quick else 10.0
     clients = 50
@@ -223,6 +259,8 @@ async def bench(quick: bool, root: Path, src_port: int) -> None:
         ops = ops_minute / viewers
         delays = propagation(a, b, src_port, 10 if quick else 40)
         p50, p95 = percentile(delays, 50), percentile(delays, 95)
+        moves = await remote_failover(a, b, src_port, 5 if quick else 20)
+        f50, f95 = percentile(moves, 50), percentile(moves, 95)
         table(
             "Sizing",
             ["figure", "value"],
@@ -249,6 +287,8 @@ async def bench(quick: bool, root: Path, src_port: int) -> None:
                 "redis_ops_per_viewer_minute": rounded(ops, 2),
                 "propagation_ms_p50": rounded(p50, 1),
                 "propagation_ms_p95": rounded(p95, 1),
+                "remote_failover_ms_p50": rounded(f50, 1),
+                "remote_failover_ms_p95": rounded(f95, 1),
             }
         )
     finally:
@@ -264,6 +304,8 @@ def main() -> None:
     with cleanup_dirs(root):
         (root / "www").mkdir(mode=0o755)
         write_ts_file(root / "www" / "big.ts", 1, FILE_SIZE)
+        write_ts_file(root / "www" / "primary.ts", PRIMARY, 8 * 1_048_576)
+        write_ts_file(root / "www" / "backup.ts", BACKUP, 8 * 1_048_576)
         src_port = free_port()
         source = Nginx(
             root / "src",
