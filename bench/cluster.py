@@ -272,6 +272,10 @@ async def bench(quick: bool, root: Path, src_port: int) -> None:
                     f"registration on A -> playable on B, p50 / p95 ({len(delays)} runs)",
                     f"{p50:.1f} / {p95:.1f} ms",
                 ],
+                [
+                    f"failover posted to A -> backup byte at B, p50 / p95 ({len(moves)} runs)",
+                    f"{f50:.1f} / {f95:.1f} ms",
+                ],
             ],
         )
         single_fig = figures["1 instance, SQLite, direct"]
