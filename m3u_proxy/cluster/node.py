@@ -96,6 +96,10 @@ class Node:
         if self._cluster is not None:
             await self._cluster.broadcast(message)
 
+    async def claim(self, name: str, ttl: float) -> bool:
+        """Whether this instance runs the scheduled job ``name`` now (alone: always)."""
+        return self._cluster is None or await self._cluster.claim(name, ttl)
+
     async def refresh(self) -> None:
         if self._cluster is None:
             return

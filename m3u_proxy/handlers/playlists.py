@@ -16,7 +16,16 @@ import attrs
 from aiohttp import web
 
 from m3u_proxy.handlers.logos import logo_base, proxied_logo
-from m3u_proxy.keys import CONFIG, EVENTS, PLAYLIST_MANAGER, REGISTRY, SESSION, STORE, TRACKER
+from m3u_proxy.keys import (
+    CONFIG,
+    EVENTS,
+    NODE,
+    PLAYLIST_MANAGER,
+    REGISTRY,
+    SESSION,
+    STORE,
+    TRACKER,
+)
 from m3u_proxy.playlists.m3u import M3UEntry, entry_group, render_m3u
 from m3u_proxy.playlists.manager import KIND, PlaylistManager
 from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
@@ -36,6 +45,7 @@ async def playlists_ctx(app: web.Application) -> AsyncIterator[None]:
         events=app[EVENTS],
         session=app[SESSION],
         upstream=app[CONFIG].upstream,
+        claim=app[NODE].claim,
     )
     await manager.load()
     app[STORE].watch(KIND, manager.reload)

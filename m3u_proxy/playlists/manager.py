@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 
@@ -50,8 +50,11 @@ class PlaylistManager:
         events: EventBus,
         session: aiohttp.ClientSession,
         upstream: UpstreamConfig,
+        claim: Callable[[str, float], Awaitable[bool]] | None = None,
     ) -> None:
         self._store, self._registry, self._tracker = store, registry, tracker
+        # Several instances: one of them runs each scheduled refresh, the others reload it.
+        self._claim = claim
         self._events, self._session, self._upstream = events, session, upstream
         self.playlists: dict[str, Playlist] = {}
         self._lock = asyncio.Lock()
@@ -260,6 +263,8 @@ class PlaylistManager:
             for playlist in list(self.playlists.values()):
                 if playlist.due_at is not None and playlist.due_at <= now:
                     playlist.schedule()  # the next slot, whatever happens to this one
+                    if not await self._mine(playlist):
+                        continue
                     with contextlib.suppress(ApiError):  # reported as playlist_failed
                         await self._scheduled_refresh(playlist.playlist_id)
             pending = [p.due_at for p in self.playlists.values() if p.due_at is not None]
@@ -267,6 +272,12 @@ class PlaylistManager:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
+
+    async def _mine(self, playlist: Playlist) -> bool:
+        if self._claim is None:
+            return True
+        interval = playlist.spec.refresh_interval or 0.0
+        return await self._claim(f"refresh:{playlist.playlist_id}", interval * 0.9)
 
     async def _scheduled_refresh(self, playlist_id: str) -> None:
         try:

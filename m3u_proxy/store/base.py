@@ -70,3 +70,7 @@ class Cluster(Protocol):
     async def peers(self) -> list[Doc]:
         """The live figures every other instance published, newest first."""
         ...
+
+    async def claim(self, name: str, ttl: float) -> bool:
+        """True for one instance per ``name`` within ``ttl`` seconds (a scheduled job)."""
+        ...

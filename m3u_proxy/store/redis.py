@@ -196,6 +196,18 @@ class RedisStore:
             raise unavailable(exc) from exc
         return [json.loads(body) for body in bodies if body is not None]
 
+    async def claim(self, name: str, ttl: float) -> bool:
+        """SET NX with a TTL; Redis away: False (the job's writes would fail anyway)."""
+        try:
+            won = await self.client.set(
+                self.key("claim", name), self.instance_id, nx=True, px=max(1, int(ttl * 1000))
+            )
+        except (RedisError, OSError) as exc:
+            if isinstance(unavailable(exc), asyncio.CancelledError):
+                raise asyncio.CancelledError from exc
+            return False
+        return bool(won)
+
     async def withdraw(self) -> None:
         """Stop being counted at once (a clean stop), instead of after the TTL."""
         with contextlib.suppress(RedisError, OSError):
