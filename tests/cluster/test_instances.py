@@ -153,6 +153,28 @@ class TestBroadcast:
                     pass
         await until(lambda: provider_idle(provider), 5)
 
+    async def test_delete_client_on_a_ends_a_viewer_on_b(
+        self, pair: Pair, provider: Provider
+    ) -> None:
+        """DELETE /clients/{id} on A ends the player that B serves."""
+        stream = await pair.register(pair.a, provider.url("/live/kick.ts?id=1"))
+        await pair.known(pair.b, stream["stream_id"])
+        async with pair.session.get(pair.b.base_url + stream["direct_url"]) as resp:
+            await read_packets(resp, 20)
+
+            async def listed_on_a() -> bool:
+                _, clients = await pair.json("GET", pair.a, "/clients")
+                return bool(clients["total"] == 1)
+
+            await until(listed_on_a, 10)
+            _, clients = await pair.json("GET", pair.a, "/clients")
+            client_id = clients["clients"][0]["client_id"]
+            status, _ = await pair.json("DELETE", pair.a, f"/clients/{client_id}")
+            assert status == 200
+            async with asyncio.timeout(10):
+                while await resp.content.read(65536):
+                    pass
+
 
 async def provider_idle(provider: Provider) -> bool:
     return provider.open_connections == 0
