@@ -50,7 +50,8 @@ from m3u_proxy.keys import (
     TRACKER,
 )
 from m3u_proxy.process.lifecycle import end_tracking
-from m3u_proxy.providers.ledger import MemoryLedger
+from m3u_proxy.providers.ledger import MemoryLedger, SlotLedger
+from m3u_proxy.providers.model import KIND as PROVIDER_KIND
 from m3u_proxy.providers.model import Providers, ProviderSpec, parse_provider
 from m3u_proxy.providers.policy import Slots
 from m3u_proxy.routes import add_routes
@@ -99,8 +100,10 @@ def _store_ctx(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cluster: Cluster | None = None
+        ledger: SlotLedger = MemoryLedger()
         if store is None:
-            opened, cluster = await open_store(app[CONFIG], app[NODE].instance_id)
+            opened, cluster, leases = await open_store(app[CONFIG], app[NODE].instance_id)
+            ledger = leases or ledger  # several instances: slots counted in Redis
         else:
             opened = store
         app[STORE] = opened
@@ -110,9 +113,10 @@ def _store_ctx(
         opened.watch(STREAMS, app[REGISTRY].reload)
         app[PROVIDERS] = Providers(opened, seeds)
         await app[PROVIDERS].load()
+        opened.watch(PROVIDER_KIND, app[PROVIDERS].reload)
         app[SLOTS] = Slots(
             app[PROVIDERS],
-            MemoryLedger(),
+            ledger,
             app[EVENTS],
             preempt_memory=app[CONFIG].clients.client_timeout,
         )

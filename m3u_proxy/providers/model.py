@@ -136,6 +136,20 @@ class Providers:
         self._saved = {key: ProviderSpec.from_doc(doc) for key, doc in docs.items()}
         self._index()
 
+    async def reload(self, keys: list[str] | None) -> None:
+        """Take what another instance changed from the store (None: everything)."""
+        if keys is None:
+            await self.load()
+            return
+        docs = await self._store.get_many(KIND, keys)
+        for key in keys:
+            if key in docs:
+                self._saved[key] = ProviderSpec.from_doc(docs[key])
+            else:  # deleted there: gone here too, a config seed included (as `delete`)
+                self._saved.pop(key, None)
+                self._seeds.pop(key, None)
+        self._index()
+
     def _index(self) -> None:
         self._specs = {**self._seeds, **self._saved}
         pairs = [(_key(p), s.name) for s in self._specs.values() for p in s.match]

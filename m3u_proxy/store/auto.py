@@ -8,15 +8,19 @@ name an implementation.
 from m3u_proxy.config import Config
 from m3u_proxy.store.base import Cluster, Store
 from m3u_proxy.store.redis import RedisStore
+from m3u_proxy.store.redis_leases import RedisLedger
 from m3u_proxy.store.sqlite import SqliteStore
 
 DB_NAME = "m3u-proxy.sqlite3"
 
 
-async def open_store(config: Config, instance_id: str) -> tuple[Store, Cluster | None]:
-    """The opened store, and the cluster channel when instances share it."""
+async def open_store(
+    config: Config, instance_id: str
+) -> tuple[Store, Cluster | None, RedisLedger | None]:
+    """The opened store; with several instances also the cluster channel and the
+    provider slot ledger they share (alone, the providers package counts in memory)."""
     storage = config.storage
     if storage.redis_url:
         shared = await RedisStore.open(storage.redis_url, storage.redis_prefix, instance_id)
-        return shared, shared
-    return await SqliteStore.open(config.data_path / DB_NAME), None
+        return shared, shared, RedisLedger.on(shared)
+    return await SqliteStore.open(config.data_path / DB_NAME), None, None
