@@ -43,6 +43,14 @@ def _json(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
+def _encode_all(docs: Mapping[str, Doc]) -> dict[Any, Any]:  # the shape hset takes
+    return {key: _json(doc) for key, doc in docs.items()}
+
+
+def _decode_all(bodies: Mapping[Any, Any]) -> dict[str, Doc]:
+    return {_text(key): json.loads(body) for key, body in bodies.items() if body is not None}
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -119,17 +127,19 @@ class RedisStore:
             bodies = await self._client.hmget(self.key("doc", kind), wanted)
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
-        return {k: json.loads(b) for k, b in zip(wanted, bodies, strict=True) if b is not None}
+        return await asyncio.to_thread(_decode_all, dict(zip(wanted, bodies, strict=True)))
 
     async def _write(self, kind: str, docs: Mapping[str, Doc], deletes: list[str]) -> None:
         changed = [*docs, *deletes]
         if not changed:
             return
         message = {"from": self.instance_id, "type": "changed", "kind": kind, "keys": changed}
+        # Encoded on a thread, as SQLite writes: a 50,000-channel playlist is megabytes.
+        encoded = await asyncio.to_thread(_encode_all, docs) if docs else {}
         try:
             async with self._client.pipeline(transaction=True) as pipe:
-                if docs:
-                    pipe.hset(self.key("doc", kind), mapping={k: _json(d) for k, d in docs.items()})
+                if encoded:
+                    pipe.hset(self.key("doc", kind), mapping=encoded)
                 if deletes:
                     pipe.hdel(self.key("doc", kind), *deletes)
                 pipe.publish(self._channel, _json(message))
