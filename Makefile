@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fmt bench soak clean install-service
+.PHONY: run test lint typecheck pytest pytest-redis fmt bench soak clean install-service
 
 # `make run` installs only what running needs; the dev tools (pytest, mypy, ruff,
 # schemathesis) come with the first target that uses them.
@@ -35,6 +35,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The same suite with Redis as the store (REDIS_URL), on a throwaway redis-server.
+pytest-redis: $(STAMP)
+	$(BIN)/python -m tests.redisd $(BIN)/pytest
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

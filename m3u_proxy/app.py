@@ -10,11 +10,16 @@ and the configured grace period, so the CLI only parses and runs.
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from m3u_proxy.cluster.commands import Commands
+from m3u_proxy.cluster.node import Node
 from m3u_proxy.config import Config
 from m3u_proxy.errors import ConfigError, ValidationFailed
 from m3u_proxy.events.bus import EventBus
@@ -36,6 +41,7 @@ from m3u_proxy.keys import (
     LOGO_CACHE,
     METRICS,
     NETWORKS,
+    NODE,
     PLAYLIST_MANAGER,
     PLAYLISTS,
     PROVIDERS,
@@ -54,12 +60,14 @@ from m3u_proxy.keys import (
 from m3u_proxy.metrics import Metrics, Sources
 from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.process.lifecycle import InFlight
-from m3u_proxy.providers.ledger import MemoryLedger
+from m3u_proxy.providers.ledger import MemoryLedger, SlotLedger
+from m3u_proxy.providers.model import KIND as PROVIDER_KIND
 from m3u_proxy.providers.model import Providers, ProviderSpec, parse_provider
 from m3u_proxy.providers.policy import Slots
 from m3u_proxy.routes import add_routes
 from m3u_proxy.store import kinds
-from m3u_proxy.store.sqlite import SqliteStore, Store
+from m3u_proxy.store.auto import open_store
+from m3u_proxy.store.base import Cluster, Store
 from m3u_proxy.streams.announce import StreamEvents
 from m3u_proxy.streams.counters import Counters
 from m3u_proxy.streams.failover import Cooldowns, Failover
@@ -72,19 +80,21 @@ from m3u_proxy.upstream import Upstream, build_session
 from m3u_proxy.web import middlewares
 from m3u_proxy.web.requests import parse_networks
 
-DB_NAME = "m3u-proxy.sqlite3"
+
+def new_instance_id() -> str:
+    """Host, process and a random tail: unique, and says where the instance runs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 async def _secret(config: Config, store: Store) -> str:
-    """The URL-signing secret: from config, else generated once and persisted."""
+    """The URL-signing secret: from config, else generated once and persisted.
+
+    ``setdefault``: instances starting together on one Redis agree on the first one.
+    """
     if config.auth.secret_key:
         return config.auth.secret_key
-    saved = (await store.load(kinds.SETTINGS)).get("secret")
-    if saved and isinstance(saved.get("value"), str):
-        return str(saved["value"])
-    secret = new_secret()
-    await store.put(kinds.SETTINGS, "secret", {"value": secret})
-    return secret
+    saved = await store.setdefault(kinds.SETTINGS, "secret", {"value": new_secret()})
+    return str(saved["value"])
 
 
 def _provider_seeds(config: Config) -> list[ProviderSpec]:
@@ -103,15 +113,26 @@ def _store_ctx(
     store: Store | None, seeds: list[ProviderSpec]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        opened = store or await SqliteStore.open(app[CONFIG].data_path / DB_NAME)
+        # SQLite alone, or Redis shared by several instances: then also the channel
+        # between them (pub/sub, presence, claims) and the provider slot leases.
+        cluster: Cluster | None = None
+        ledger: SlotLedger = MemoryLedger()
+        if store is None:
+            opened, cluster, leases = await open_store(app[CONFIG], app[NODE].instance_id)
+            ledger = leases or ledger
+        else:
+            opened = store
         app[STORE] = opened
+        app[NODE] = Node(app[NODE].instance_id, cluster, app[TRACKER])
         app[REGISTRY] = Registry(opened)
         await app[REGISTRY].load()
+        opened.watch(kinds.STREAMS, app[REGISTRY].reload)
         app[PROVIDERS] = Providers(opened, seeds)
         await app[PROVIDERS].load()
+        opened.watch(PROVIDER_KIND, app[PROVIDERS].reload)
         app[SLOTS] = Slots(
             app[PROVIDERS],
-            MemoryLedger(),
+            ledger,
             app[EVENTS],
             preempt_memory=app[CONFIG].clients.client_timeout,
         )
@@ -142,20 +163,29 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The sampler, this instance's presence among the others, and their commands."""
     config = app[CONFIG]
-    sampler = asyncio.create_task(
-        run_sampler(app[TRACKER], config.clients.client_timeout, app[REGISTRY].get)
-    )
+    commands = Commands(app[REGISTRY], app[TRACKER], app[FAILOVER])
+    app[NODE].on_command(commands.on_message)
+    tasks = [
+        asyncio.create_task(
+            run_sampler(app[TRACKER], config.clients.client_timeout, app[REGISTRY].get)
+        ),
+        asyncio.create_task(app[NODE].run()),
+    ]
     yield
-    sampler.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampler
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Load the webhooks, start their delivery tasks and subscribe them to the bus."""
     hooks = Webhooks(app[STORE], app[SESSION], app[CONFIG].events.webhook_queue_size)
     await hooks.load()
+    app[STORE].watch(kinds.WEBHOOKS, hooks.reload)
     app[WEBHOOKS] = hooks
     unsubscribe = app[EVENTS].subscribe(hooks.publish)
     yield
@@ -172,8 +202,10 @@ async def _playlists_ctx(app: web.Application) -> AsyncIterator[None]:
         tracker=app[TRACKER],
         events=app[EVENTS],
         upstream=app[UPSTREAM],
+        claim=app[NODE].claim,
     )
     await manager.load()
+    app[STORE].watch(kinds.PLAYLISTS, manager.reload)
     app[PLAYLIST_MANAGER] = manager
     unsubscribe = app[EVENTS].subscribe(manager.on_event)
     task = asyncio.create_task(manager.run())
@@ -256,7 +288,7 @@ def begin_stop(app: web.Application) -> tuple[int, asyncio.TimerHandle]:
 
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
-    """Build the server. ``store`` overrides the SQLite store (tests, other backends)."""
+    """Build the server. ``store`` overrides the configured store (tests)."""
     seeds = _provider_seeds(config)
     app = web.Application(
         middlewares=[
@@ -274,6 +306,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[RECENT_EVENTS] = RecentEvents()
     app[EVENTS].subscribe(app[RECENT_EVENTS].add)
     app[TRACKER] = Tracker(StreamEvents(app[EVENTS]), Counters(), config.clients.stream_timeout)
+    app[NODE] = Node(new_instance_id(), None, app[TRACKER])  # joins the others at start
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
     hls_config = config.hls
     segments = BoundedCache(

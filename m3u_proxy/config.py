@@ -53,6 +53,13 @@ class AuthConfig:
 @attrs.frozen
 class StorageConfig:
     data_dir: str = _opt("./data", str, "directory for the SQLite registry and the secret")
+    redis_url: str = _opt(
+        "",
+        str,
+        "redis://, rediss:// or unix:// URL: share state between instances (empty = SQLite)",
+        env="REDIS_URL",
+    )
+    redis_prefix: str = _opt("m3u-proxy", str, "prefix of every Redis key and channel")
 
 
 @attrs.frozen
@@ -305,8 +312,15 @@ def _validate(config: Config) -> Config:
         not public or public.startswith(("http://", "https://")),
         "server.public_url must start with http:// or https://",
     )
+    redis_url = config.storage.redis_url.strip()
+    _check(
+        not redis_url or redis_url.startswith(("redis://", "rediss://", "unix://")),
+        "storage.redis_url must start with redis://, rediss:// or unix://",
+    )
+    _check(bool(config.storage.redis_prefix.strip()), "storage.redis_prefix must not be empty")
     return attrs.evolve(
         config,
+        storage=attrs.evolve(config.storage, redis_url=redis_url),
         server=attrs.evolve(config.server, root_path=root, public_url=public),
         logging=attrs.evolve(config.logging, log_level=level),
     )

@@ -65,6 +65,16 @@ class ProviderFull(ServiceUnavailable):
         self.provider = name
 
 
+class StoreUnavailable(ServiceUnavailable, StoreError):
+    """The shared store (Redis) is out of reach: a request answers 503, start-up exits 2."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "the shared store (Redis) is unavailable, nothing was changed; retry when it is back"
+            + (f" ({detail})" if detail else "")
+        )
+
+
 class UpstreamFailed(ApiError):
     """No upstream in the chain produced a usable answer before any byte was sent.
 

@@ -5,6 +5,7 @@ import ipaddress
 import aiohttp
 from aiohttp import web
 
+from m3u_proxy.cluster.node import Node
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.recent import RecentEvents
@@ -17,7 +18,7 @@ from m3u_proxy.playlists.manager import PlaylistManager
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.providers.model import Providers
 from m3u_proxy.providers.policy import Slots
-from m3u_proxy.store.sqlite import Store
+from m3u_proxy.store.base import Store
 from m3u_proxy.streams.failover import Cooldowns, Failover
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
@@ -38,6 +39,7 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", Upstream)
 NETWORKS = web.AppKey("trusted_networks", list[Network])
 STARTED = web.AppKey("started_monotonic", float)
+NODE = web.AppKey("node", Node)
 PLAYLIST_MANAGER = web.AppKey("playlist_manager", PlaylistManager)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)

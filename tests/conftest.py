@@ -1,6 +1,15 @@
-"""Shared fixtures: a proxy app on a temp data dir, and the fake providers."""
+"""Shared fixtures: a proxy app on a temp data dir, the fake providers, a real Redis.
+
+With ``REDIS_URL`` in the environment the whole suite runs on that Redis instead of
+SQLite (``REDIS_URL=redis://127.0.0.1:6399/0 make pytest``, on a throwaway Redis):
+each data dir gets its own key prefix, and so does each test's server processes, so
+tests stay as isolated as they are with one SQLite file per data dir.
+"""
 
 import asyncio
+import hashlib
+import os
+import secrets
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +23,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from m3u_proxy.app import create_app
 from m3u_proxy.config import Config, load_config
 from tests.providers import Provider
+from tests.redisd import RedisServer
+
+SUITE_REDIS = os.environ.get("REDIS_URL", "")
+_RUN = secrets.token_hex(3)  # prefixes differ between runs on the same Redis
 
 ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -21,6 +34,10 @@ ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
     """Defaults plus per-section overrides, e.g. ``upstream={"stall_timeout": 0.5}``."""
     config = load_config(None, {}, {"data_dir": str(data_dir)})
+    if SUITE_REDIS:
+        prefix = f"test-{_RUN}-" + hashlib.md5(str(data_dir).encode()).hexdigest()[:12]
+        storage = {"redis_url": SUITE_REDIS, "redis_prefix": prefix}
+        sections = {**sections, "storage": storage | sections.get("storage", {})}
     changes = {
         name: attrs.evolve(getattr(config, name), **values) for name, values in sections.items()
     }
@@ -44,6 +61,23 @@ async def proxy_factory(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
     yield start
     for client in clients:
         await client.close()
+
+
+@pytest.fixture(autouse=True)
+def _redis_prefix_per_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Suite on Redis: server processes a test starts share a prefix of their own."""
+    if SUITE_REDIS:
+        prefix = f"test-{_RUN}-" + hashlib.md5(request.node.nodeid.encode()).hexdigest()[:12]
+        monkeypatch.setenv("M3U_PROXY_REDIS_PREFIX", prefix)
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server of this test's own (no persistence)."""
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The command line: help, bad configuration, a real start that answers /health."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ class TestMain:
         assert "Traceback" not in err
 
     def test_corrupt_database_exits_2(self, tmp_path: Path) -> None:
-        """A corrupt registry stops the real process with status 2 and one line."""
+        """A corrupt SQLite registry stops the real process with status 2 and one line."""
         (tmp_path / "m3u-proxy.sqlite3").write_bytes(b"garbage" * 200)
         proc = subprocess.run(
             [
@@ -63,6 +64,7 @@ class TestMain:
             text=True,
             timeout=20,
             check=False,
+            env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},  # SQLite's case
         )
         assert proc.returncode == 2
         assert "cannot open the database" in proc.stderr

@@ -24,7 +24,7 @@ from m3u_proxy import __version__
 from m3u_proxy.clock import utc_now
 from m3u_proxy.events.bus import EVENT_TYPES, Event
 from m3u_proxy.logs import get_logger, redact_text, redact_url
-from m3u_proxy.store.sqlite import Doc
+from m3u_proxy.store.base import Doc
 
 SIGNATURE_HEADER = "X-M3U-Proxy-Signature"
 BACKOFF_FIRST = 0.5  # seconds before the first retry; doubled for each further one

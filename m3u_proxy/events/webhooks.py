@@ -22,7 +22,7 @@ from m3u_proxy.errors import ValidationFailed
 from m3u_proxy.events.bus import EVENT_TYPES, Event, envelope
 from m3u_proxy.events.delivery import Counts, Delivery, Outbox, Webhook, encode, send_once
 from m3u_proxy.store import kinds
-from m3u_proxy.store.sqlite import Store
+from m3u_proxy.store.base import Store
 
 TEST_EVENT = "webhook_test"  # not a bus event: only POST /webhooks/test sends it
 MAX_TIMEOUT = 60.0
@@ -86,6 +86,24 @@ class Webhooks:
     async def load(self) -> None:
         for doc in (await self._store.load(kinds.WEBHOOKS)).values():
             self._start(Webhook.from_doc(doc))
+
+    async def reload(self, keys: list[str] | None) -> None:
+        """Take what another instance changed from the store (None: everything)."""
+        kind = kinds.WEBHOOKS
+        wanted = set(keys) if keys is not None else None
+        docs = await (self._store.load(kind) if keys is None else self._store.get_many(kind, keys))
+        for url, running in list(self._outboxes.items()):
+            gone = running.hook.webhook_id not in docs
+            if gone and (wanted is None or running.hook.webhook_id in wanted):
+                del self._outboxes[url]
+                self._tasks.pop(url).cancel()
+        for doc in docs.values():
+            hook = Webhook.from_doc(doc)
+            outbox = self._outboxes.get(hook.url)
+            if outbox is None:
+                self._start(hook)
+            else:
+                outbox.hook = hook
 
     def _start(self, hook: Webhook) -> None:
         outbox = self._outboxes[hook.url] = Outbox(hook, self.queue_size, self.totals)

@@ -5,15 +5,13 @@ Both answer in m3u-editor's shape (API.md "Observability"): its settings page sh
 failover resolver. Neither ever shows a secret (token, signing key, header values).
 """
 
-import os
-import socket
 from typing import Any
 
 from aiohttp import web
 
 from m3u_proxy import __version__
 from m3u_proxy.checks import check_url
-from m3u_proxy.keys import CAPABILITIES, CONFIG, UPSTREAM
+from m3u_proxy.keys import CAPABILITIES, CONFIG, NODE, UPSTREAM
 from m3u_proxy.web.requests import json_body
 
 TEST_SECONDS = 5.0  # API.md: the proxy GETs the URL with a 5 s deadline
@@ -33,7 +31,8 @@ async def info(request: web.Request) -> web.Response:
             "ytdlp_version": None,
             "hardware_acceleration": hardware.public(),
             "redis": {
-                "enabled": False,  # the embedded SQLite store; no Redis
+                # Shared state on Redis (storage.redis_url); never its URL or password.
+                "enabled": bool(config.storage.redis_url),
                 "pooling_enabled": False,
                 "max_clients_per_stream": None,  # no per-stream viewer limit
                 "stream_timeout": config.clients.stream_timeout,
@@ -48,8 +47,8 @@ async def info(request: web.Request) -> web.Response:
                 "public_url": config.server.public_url or None,
             },
             "worker": {
-                "worker_id": f"{socket.gethostname()}:{os.getpid()}",
-                "multi_worker_mode": False,
+                "worker_id": request.app[NODE].instance_id,
+                "multi_worker_mode": bool(config.storage.redis_url),
             },
         }
     )

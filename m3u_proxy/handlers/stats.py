@@ -1,6 +1,8 @@
 """Observability handlers: /health, /stats, /clients, recent events, StreamStat rendering.
 
 Also the one management action on a viewer: ``DELETE /clients/{client_id}`` ends it.
+With several instances every figure is the cluster's: this instance's tracker plus the
+other instances' latest published snapshots (`cluster.node.Node`).
 """
 
 import time
@@ -9,15 +11,18 @@ from typing import Any
 from aiohttp import web
 
 from m3u_proxy import __version__
+from m3u_proxy.cluster.commands import kick_message
+from m3u_proxy.cluster.node import COUNTERS
 from m3u_proxy.errors import NotFound, ValidationFailed
 from m3u_proxy.events.bus import EVENT_TYPES
 from m3u_proxy.events.recent import MAX_LIMIT
-from m3u_proxy.keys import CONFIG, PROVIDERS, RECENT_EVENTS, REGISTRY, STARTED, TRACKER
+from m3u_proxy.keys import CONFIG, NODE, PROVIDERS, RECENT_EVENTS, REGISTRY, STARTED, TRACKER
 from m3u_proxy.process.memory import resident_bytes
 from m3u_proxy.providers.model import Providers
+from m3u_proxy.store.base import Doc
 from m3u_proxy.streams.failover import chain_urls
 from m3u_proxy.streams.registry import StreamDefinition
-from m3u_proxy.streams.runtime import ClientState, StreamRuntime
+from m3u_proxy.streams.runtime import StreamRuntime
 from m3u_proxy.web.requests import query_flag, query_int
 
 
@@ -26,8 +31,9 @@ def stream_stat(
     runtime: StreamRuntime | None,
     default_user_agent: str,
     providers: Providers | None = None,
+    remote: Doc | None = None,
 ) -> dict[str, Any]:
-    """One StreamStat (API.md) from a definition and its runtime state, if any.
+    """One StreamStat (API.md) from a definition, its runtime state and other instances'.
 
     m3u-editor's stream monitor reads most of these without a guard, so every field is
     always present; ``provider`` is the account of the URL in use (null: none).
@@ -37,7 +43,7 @@ def stream_stat(
     clients = len(runtime.clients) if runtime else 0
     current = urls[index] if index < len(urls) else definition.url
     provider = providers.provider_for(current, definition.provider) if providers else None
-    return {
+    stat: dict[str, Any] = {
         "stream_id": definition.stream_id,
         "original_url": definition.url,
         "current_url": current,
@@ -68,35 +74,81 @@ def stream_stat(
         "use_sticky_session": definition.use_sticky_session,
         **definition.silence,
     }
+    if remote:
+        for name in (*COUNTERS, "bandwidth_bps"):
+            stat[name] += remote[name]
+        stat["is_active"] = stat["client_count"] > 0
+        local_seen = stat["last_access"]
+        if remote["last_access"] and (local_seen is None or remote["last_access"] > local_seen):
+            stat["last_access"] = remote["last_access"]
+    return stat
 
 
 def all_stream_stats(request: web.Request) -> list[dict[str, Any]]:
     tracker, providers = request.app[TRACKER], request.app[PROVIDERS]
     agent = request.app[CONFIG].upstream.user_agent
+    remote = request.app[NODE].remote_streams()
     return [
-        stream_stat(d, tracker.streams.get(d.stream_id), agent, providers)
+        stream_stat(d, tracker.streams.get(d.stream_id), agent, providers, remote.get(d.stream_id))
         for d in request.app[REGISTRY].all()
     ]
 
 
 def active_stream_stats(request: web.Request) -> list[dict[str, Any]]:
-    """StreamStats of the streams someone watches: no walk over a large registry."""
+    """StreamStats of the streams someone watches, on any instance: no registry walk."""
     registry, agent = request.app[REGISTRY], request.app[CONFIG].upstream.user_agent
+    tracker, remote = request.app[TRACKER], request.app[NODE].remote_streams()
     rows = []
-    for runtime in request.app[TRACKER].streams.values():
-        definition = registry.get(runtime.stream_id)
-        if runtime.clients and definition is not None:
-            rows.append(stream_stat(definition, runtime, agent))
+    for stream_id in client_counts(request):
+        definition = registry.get(stream_id)
+        if definition is not None:
+            runtime = tracker.streams.get(stream_id)
+            rows.append(
+                stream_stat(
+                    definition, runtime, agent, request.app[PROVIDERS], remote.get(stream_id)
+                )
+            )
     return rows
+
+
+def client_counts(request: web.Request) -> dict[str, int]:
+    """Viewers per stream id across the cluster (streams without viewers are absent)."""
+    counts = {
+        sid: n for sid, s in request.app[NODE].remote_streams().items() if (n := s["client_count"])
+    }
+    for stream_id, runtime in request.app[TRACKER].streams.items():
+        if runtime.clients:
+            counts[stream_id] = counts.get(stream_id, 0) + len(runtime.clients)
+    return counts
+
+
+def all_clients(request: web.Request, stream_id: str | None = None) -> list[dict[str, Any]]:
+    """ClientStats of every instance (this one's first)."""
+    node = request.app[NODE]
+    local = [
+        c.to_json() | {"instance_id": node.instance_id}
+        for c in request.app[TRACKER].clients.values()
+        if stream_id is None or c.stream_id == stream_id
+    ]
+    return local + node.remote_clients(stream_id)
 
 
 def uptime(request: web.Request) -> float:
     return round(time.monotonic() - request.app[STARTED], 3)
 
 
-async def health(request: web.Request) -> web.Response:
+def cluster_totals(request: web.Request) -> dict[str, int]:
+    """Bytes, segments, upstream connections and failovers of every instance."""
     tracker = request.app[TRACKER]
-    active_streams, active_clients = tracker.active_streams(), len(tracker.clients)
+    mine = {**tracker.totals(), "failovers_total": tracker.counters.failovers_total}
+    theirs = request.app[NODE].remote_totals()
+    return {name: value + int(theirs.get(name, 0)) for name, value in mine.items()}
+
+
+async def health(request: web.Request) -> web.Response:
+    counts = client_counts(request)
+    node = request.app[NODE]
+    active_streams, active_clients = len(counts), sum(counts.values())
     return web.json_response(
         {
             "status": "healthy",
@@ -109,25 +161,25 @@ async def health(request: web.Request) -> web.Response:
                 "active_streams": active_streams,
                 "active_clients": active_clients,
                 "total_clients": active_clients,
-                "total_bytes_served": tracker.totals()["total_bytes_served"],
+                "total_bytes_served": cluster_totals(request)["total_bytes_served"],
             },
+            "instance_id": node.instance_id,
+            "instances": node.instances,
         }
     )
 
 
 async def stats(request: web.Request) -> web.Response:
-    tracker = request.app[TRACKER]
     active_only = query_flag(request, "active_only", False)
     streams = active_stream_stats(request) if active_only else all_stream_stats(request)
-    clients = [c.to_json() for c in tracker.clients.values()]
+    clients = all_clients(request)
     return web.json_response(
         {
             "total_streams": len(request.app[REGISTRY]),
-            "active_streams": tracker.active_streams(),
+            "active_streams": len(client_counts(request)),
             "total_clients": len(clients),
             "active_clients": len(clients),
-            **tracker.totals(),
-            "failovers_total": tracker.counters.failovers_total,
+            **cluster_totals(request),
             "bandwidth_bps": round(sum(c["bandwidth_bps"] for c in clients), 1),
             "uptime_seconds": uptime(request),
             "version": __version__,
@@ -144,29 +196,35 @@ async def stream_stats(request: web.Request) -> web.Response:
 
 
 async def client_stats(request: web.Request) -> web.Response:
-    clients = [c.to_json() for c in request.app[TRACKER].clients.values()]
+    clients = all_clients(request)
     return web.json_response(
         {"clients": clients, "total": len(clients), "total_clients": len(clients)}
     )
 
 
-def _connected(request: web.Request) -> ClientState:
-    client = request.app[TRACKER].clients.get(request.match_info["client_id"])
-    if client is None:
-        raise NotFound("no connected client has this id")
-    return client
+def _anywhere(request: web.Request) -> dict[str, Any]:
+    """The ClientStat of a viewer of any instance."""
+    wanted = request.match_info["client_id"]
+    for client in all_clients(request):
+        if client["client_id"] == wanted:
+            return client
+    raise NotFound("no connected client has this id")
 
 
 async def one_client(request: web.Request) -> web.Response:
-    return web.json_response({"client": _connected(request).to_json()})
+    return web.json_response({"client": _anywhere(request)})
 
 
 async def disconnect_client(request: web.Request) -> web.Response:
-    """``DELETE /clients/{client_id}``: end that player's response now."""
-    client = _connected(request)
-    request.app[TRACKER].kick(client, request.app[REGISTRY].get(client.stream_id))
+    """``DELETE /clients/{client_id}``: end that player's response now, on any instance."""
+    found = _anywhere(request)
+    client = request.app[TRACKER].clients.get(found["client_id"])
+    if client is None:  # another instance serves it: tell them all, its own one ends it
+        await request.app[NODE].broadcast(kick_message(found["client_id"]))
+    else:
+        request.app[TRACKER].kick(client, request.app[REGISTRY].get(client.stream_id))
     return web.json_response(
-        {"message": f"client {client.client_id} disconnected", "client": client.to_json()}
+        {"message": f"client {found['client_id']} disconnected", "client": found}
     )
 
 

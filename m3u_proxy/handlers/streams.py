@@ -1,7 +1,9 @@
 """Management handlers for stream definitions (API.md "Streams (management)").
 
 Handlers stay thin: parse, call the registry or tracker, render. Domain errors are
-raised and the error middleware turns them into ``{"detail": ...}``.
+raised and the error middleware turns them into ``{"detail": ...}``. With several
+instances, a manual failover and a deletion are broadcast: each instance moves or
+ends its own viewers (`cluster.commands`); the events are emitted where the request came in.
 """
 
 from datetime import UTC, datetime
@@ -10,9 +12,11 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from m3u_proxy.errors import BadRequest, NotFound
-from m3u_proxy.handlers.stats import all_stream_stats, stream_stat
-from m3u_proxy.keys import CONFIG, FAILOVER, PROVIDERS, REGISTRY, TRACKER
+from m3u_proxy.cluster.commands import end_message, failover_message
+from m3u_proxy.errors import BadRequest, NotFound, StoreError
+from m3u_proxy.handlers.stats import all_clients, all_stream_stats, client_counts, stream_stat
+from m3u_proxy.keys import CONFIG, FAILOVER, NODE, PROVIDERS, REGISTRY, TRACKER
+from m3u_proxy.logs import get_logger
 from m3u_proxy.streams.registry import StreamDefinition, parse_definition
 from m3u_proxy.streams.tracking import end_streams
 from m3u_proxy.web.requests import (
@@ -22,6 +26,8 @@ from m3u_proxy.web.requests import (
     required_query,
     stream_definition,
 )
+
+log = get_logger(__name__)
 
 
 def describe(request: web.Request, definition: StreamDefinition) -> dict[str, Any]:
@@ -50,8 +56,15 @@ def describe(request: web.Request, definition: StreamDefinition) -> dict[str, An
 async def delete_streams(
     request: web.Request, stream_ids: list[str], reason: str = "manual_deletion"
 ) -> list[StreamDefinition]:
-    """Forget streams: persist first, then end their clients and emit stream_stopped."""
-    return await end_streams(request.app[REGISTRY], request.app[TRACKER], stream_ids, reason)
+    """Forget streams: persist first, then end their clients everywhere, emit stream_stopped."""
+    gone = await end_streams(request.app[REGISTRY], request.app[TRACKER], stream_ids, reason)
+    if gone:
+        message = end_message([d.stream_id for d in gone], reason)
+        try:
+            await request.app[NODE].broadcast(message)
+        except StoreError as exc:  # the deletion itself is stored: say so, do not fail it
+            log.warning("broadcast_failed", type="end", error=str(exc))
+    return gone
 
 
 async def create_stream(request: web.Request) -> web.Response:
@@ -71,7 +84,8 @@ async def list_streams(request: web.Request) -> web.Response:
 async def get_stream(request: web.Request) -> web.Response:
     definition = stream_definition(request)
     runtime = request.app[TRACKER].streams.get(definition.stream_id)
-    clients = [c.to_json() for c in runtime.clients.values()] if runtime else []
+    remote = request.app[NODE].remote_streams().get(definition.stream_id)
+    clients = all_clients(request, definition.stream_id)
     return web.json_response(
         {
             "stream": stream_stat(
@@ -79,6 +93,7 @@ async def get_stream(request: web.Request) -> web.Response:
                 runtime,
                 request.app[CONFIG].upstream.user_agent,
                 request.app[PROVIDERS],
+                remote,
             ),
             "clients": clients,
             "client_count": len(clients),
@@ -96,6 +111,8 @@ async def trigger_failover(request: web.Request) -> web.Response:
     definition = stream_definition(request)
     if not definition.has_failover:
         raise BadRequest("this stream has no failover URLs or resolver")
+    # Told to the other instances first: a 503 (Redis away) means nothing moved.
+    await request.app[NODE].broadcast(failover_message(definition.stream_id))
     tracker = request.app[TRACKER]
     runtime = tracker.runtime(definition.stream_id)
     new_url = await request.app[FAILOVER].manual(definition, runtime)
@@ -105,7 +122,7 @@ async def trigger_failover(request: web.Request) -> web.Response:
             "new_url": new_url,
             "failover_index": runtime.current_index - 1,
             "failover_attempts": runtime.failover_attempts,
-            "active_clients": len(runtime.clients),
+            "active_clients": client_counts(request).get(definition.stream_id, 0),
         }
     )
 
@@ -114,27 +131,26 @@ def _matching(request: web.Request, field: str, value: str) -> list[StreamDefini
     return [d for d in request.app[REGISTRY].all() if d.metadata.get(field) == value]
 
 
-def _client_count(request: web.Request, stream_id: str) -> int:
-    runtime = request.app[TRACKER].streams.get(stream_id)
-    return len(runtime.clients) if runtime else 0
-
-
 async def by_metadata(request: web.Request) -> web.Response:
     field, value = required_query(request, "field"), required_query(request, "value")
     active_only = query_flag(request, "active_only", True)
     tracker = request.app[TRACKER]
+    counts = client_counts(request)
+    remote = request.app[NODE].remote_streams()
     rows = []
     for definition in _matching(request, field, value):
         runtime = tracker.streams.get(definition.stream_id)
-        count = len(runtime.clients) if runtime else 0
+        count = counts.get(definition.stream_id, 0)
         if active_only and count == 0:
             continue
+        seen = runtime.last_access if runtime else None
+        theirs = remote.get(definition.stream_id, {}).get("last_access")
         rows.append(
             {
                 "stream_id": definition.stream_id,
                 "client_count": count,
                 "metadata": dict(definition.metadata),
-                "last_access": runtime.last_access if runtime else None,
+                "last_access": max(filter(None, (seen, theirs)), default=None),
                 "is_active": count > 0,
                 "url": definition.url,
                 "stream_type": definition.type_name,
@@ -155,9 +171,10 @@ async def counts_by_metadata(request: web.Request) -> web.Response:
     field = required_query(request, "field")
     wanted = [v for v in required_query(request, "values").split(",") if v]
     counts = dict.fromkeys(wanted, 0)
+    viewers = client_counts(request)
     for definition in request.app[REGISTRY].all():
         value = definition.metadata.get(field)
-        if value in counts and _client_count(request, definition.stream_id) > 0:
+        if value in counts and viewers.get(definition.stream_id, 0) > 0:
             counts[value] += 1
     return web.json_response({"field": field, "counts": counts})
 
@@ -167,15 +184,14 @@ async def delete_by_metadata(request: web.Request) -> web.Response:
     exclude = request.query.get("exclude_channel_id")
     force = query_flag(request, "force", True)
     leaving = request.query.get("client_id")
-    tracker = request.app[TRACKER]
     doomed: list[str] = []
     skipped: list[dict[str, str]] = []
     for definition in _matching(request, field, value):
         if exclude is not None and definition.metadata.get("id") == exclude:
             skipped.append({"stream_id": definition.stream_id, "reason": "excluded_channel"})
             continue
-        runtime = tracker.streams.get(definition.stream_id)
-        others = [c for c in (runtime.clients if runtime else {}) if c != leaving]
+        viewers = all_clients(request, definition.stream_id)
+        others = [c for c in viewers if c["client_id"] != leaving]
         if not force and others:
             skipped.append({"stream_id": definition.stream_id, "reason": "has_active_clients"})
             continue
@@ -200,7 +216,8 @@ async def delete_oldest_by_metadata(request: web.Request) -> web.Response:
         for d in _matching(request, field, value)
         if exclude is None or d.metadata.get("id") != exclude
     ]
-    candidates.sort(key=lambda d: (_client_count(request, d.stream_id) == 0, d.created_at))
+    viewers = client_counts(request)
+    candidates.sort(key=lambda d: (viewers.get(d.stream_id, 0) == 0, d.created_at))
     if not candidates:
         raise NotFound(f"no stream with {field}={value} to delete")
     oldest = candidates[0]

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from m3u_proxy.clock import utc_now
 from m3u_proxy.errors import ApiError, BadRequest, NotFound, ValidationFailed
@@ -28,7 +28,7 @@ from m3u_proxy.playlists.model import ImportReport, Playlist, report_counts
 from m3u_proxy.playlists.plan import ImportPlan, plan_import, summarise_skipped
 from m3u_proxy.playlists.spec import PlaylistSpec
 from m3u_proxy.store import kinds
-from m3u_proxy.store.sqlite import Store
+from m3u_proxy.store.base import Store
 from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker, end_streams
 from m3u_proxy.upstream import Upstream
@@ -48,8 +48,11 @@ class PlaylistManager:
         tracker: Tracker,
         events: EventBus,
         upstream: Upstream,
+        claim: Callable[[str, float], Awaitable[bool]] | None = None,
     ) -> None:
         self._store, self._registry, self._tracker = store, registry, tracker
+        # Several instances: one of them runs each scheduled refresh, the others reload it.
+        self._claim = claim
         self._events, self._upstream = events, upstream
         self.playlists: dict[str, Playlist] = {}
         self._lock = asyncio.Lock()
@@ -69,6 +72,23 @@ class PlaylistManager:
             if owner is not None and definition.stream_id not in referenced:
                 owner.retired.add(definition.stream_id)
         await self.sweep()
+
+    async def reload(self, keys: list[str] | None) -> None:
+        """Take the playlists another instance imported, refreshed or removed."""
+        docs = await self._store.load(kinds.PLAYLISTS)
+        affected = {k.split("/", 1)[0] for k in keys} if keys is not None else None
+        if affected is None:
+            affected = set(self.playlists) | {k for k in docs if "/" not in k}
+        for playlist_id in affected:
+            previous = self.playlists.pop(playlist_id, None)
+            doc = docs.get(playlist_id)
+            if doc is None:
+                continue
+            playlist = await asyncio.to_thread(Playlist.from_docs, doc, docs)
+            if previous is not None:
+                playlist.retired = previous.retired
+            self.playlists[playlist_id] = playlist
+        self._wake.set()
 
     def get(self, playlist_id: str) -> Playlist:
         playlist = self.playlists.get(playlist_id)
@@ -237,6 +257,8 @@ class PlaylistManager:
             for playlist in list(self.playlists.values()):
                 if playlist.due_at is not None and playlist.due_at <= now:
                     playlist.schedule()  # the next slot, whatever happens to this one
+                    if not await self._mine(playlist):
+                        continue
                     with contextlib.suppress(ApiError):  # reported as playlist_failed
                         await self._scheduled_refresh(playlist.playlist_id)
             pending = [p.due_at for p in self.playlists.values() if p.due_at is not None]
@@ -244,6 +266,12 @@ class PlaylistManager:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
+
+    async def _mine(self, playlist: Playlist) -> bool:
+        if self._claim is None:
+            return True
+        interval = playlist.spec.refresh_interval or 0.0
+        return await self._claim(f"refresh:{playlist.playlist_id}", interval * 0.9)
 
     async def _scheduled_refresh(self, playlist_id: str) -> None:
         try:

@@ -15,7 +15,7 @@ import attrs
 from m3u_proxy.playlists.m3u import Skipped
 from m3u_proxy.playlists.plan import Channel
 from m3u_proxy.playlists.spec import PlaylistSpec
-from m3u_proxy.store.sqlite import Doc
+from m3u_proxy.store.base import Doc
 
 # Channels per stored document: one 50k-channel JSON document would hold the GIL (and
 # so stall the event loop) for the whole of its json.dumps.

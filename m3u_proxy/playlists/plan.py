@@ -25,7 +25,7 @@ from m3u_proxy.playlists.m3u import (
 )
 from m3u_proxy.playlists.m3u import normalise_name as normalise
 from m3u_proxy.playlists.spec import PlaylistSource, PlaylistSpec
-from m3u_proxy.store.sqlite import Doc
+from m3u_proxy.store.base import Doc
 from m3u_proxy.streams.registry import StreamDefinition, stream_id_for
 
 MAX_SKIPPED = 100  # skipped lines reported in full; the rest are only counted

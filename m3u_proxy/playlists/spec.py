@@ -13,7 +13,7 @@ import attrs
 
 from m3u_proxy.checks import check_header_value, check_headers, check_url
 from m3u_proxy.errors import ValidationFailed
-from m3u_proxy.store.sqlite import Doc
+from m3u_proxy.store.base import Doc
 from m3u_proxy.streams.registry import check_provider_name
 
 MAX_NAME = 200

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from m3u_proxy.errors import ValidationFailed
-from m3u_proxy.store.sqlite import Doc, Store
+from m3u_proxy.store.base import Doc, Store
 from m3u_proxy.streams.registry import check_provider_name
 
 KIND = "provider"
@@ -134,6 +134,20 @@ class Providers:
     async def load(self) -> None:
         docs = await self._store.load(KIND)
         self._saved = {key: ProviderSpec.from_doc(doc) for key, doc in docs.items()}
+        self._index()
+
+    async def reload(self, keys: list[str] | None) -> None:
+        """Take what another instance changed from the store (None: everything)."""
+        if keys is None:
+            await self.load()
+            return
+        docs = await self._store.get_many(KIND, keys)
+        for key in keys:
+            if key in docs:
+                self._saved[key] = ProviderSpec.from_doc(docs[key])
+            else:  # deleted there: gone here too, a config seed included (as `delete`)
+                self._saved.pop(key, None)
+                self._seeds.pop(key, None)
         self._index()
 
     def _index(self) -> None:

@@ -1,8 +1,6 @@
-"""Persistent document store behind a small interface; SQLite is the embedded default.
+"""The embedded `Store`: JSON documents in one SQLite file under the data dir.
 
-Everything that must survive a restart (stream definitions, webhooks, playlists, the
-URL-signing secret) is a JSON document under a (kind, key) pair. Handlers never see
-SQL: a networked store (Redis, for several instances) only has to implement `Store`.
+One instance owns the file, so `watch` has nothing to report (no other writer).
 
 SQLite runs in WAL mode on one dedicated thread, so no call blocks the event loop and
 the connection is never shared between threads. A write returns only after COMMIT, so
@@ -16,27 +14,12 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from m3u_proxy.errors import StoreError
+from m3u_proxy.store.base import Doc, Listener
 
 T = TypeVar("T")
-Doc = dict[str, Any]
-
-
-class Store(Protocol):
-    """What the registry, webhooks and playlists need from persistence."""
-
-    async def load(self, kind: str) -> dict[str, Doc]: ...
-
-    async def put(self, kind: str, key: str, doc: Doc) -> None: ...
-
-    async def put_many(self, kind: str, docs: Mapping[str, Doc]) -> None: ...
-
-    async def delete(self, kind: str, keys: Iterable[str]) -> None: ...
-
-    async def close(self) -> None: ...
-
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -55,6 +38,7 @@ class SqliteStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path) -> "SqliteStore":
@@ -96,6 +80,36 @@ class SqliteStore:
         except (sqlite3.Error, ValueError) as exc:
             raise StoreError(f"cannot read {kind} from {self.path}: {exc}") from exc
 
+    def _get_many(self, kind: str, keys: list[str]) -> dict[str, Doc]:
+        found: dict[str, Doc] = {}
+        try:
+            for key in keys:
+                row = (
+                    self._db()
+                    .execute("SELECT body FROM documents WHERE kind = ? AND key = ?", (kind, key))
+                    .fetchone()
+                )
+                if row is not None:
+                    found[key] = json.loads(row[0])
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"cannot read {kind} from {self.path}: {exc}") from exc
+        return found
+
+    def _setdefault(self, kind: str, key: str, doc: Doc) -> Doc:
+        db = self._db()
+        try:
+            db.execute(
+                "INSERT INTO documents (kind, key, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (kind, key, json.dumps(doc, separators=(",", ":"))),
+            )
+            row = db.execute(
+                "SELECT body FROM documents WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+            stored: Doc = json.loads(row[0])
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from exc
+        return stored
+
     def _write(self, kind: str, docs: Mapping[str, Doc], deletes: Iterable[str]) -> None:
         db = self._db()
         try:
@@ -117,6 +131,15 @@ class SqliteStore:
     async def load(self, kind: str) -> dict[str, Doc]:
         return await self._run(self._load, kind)
 
+    async def get_many(self, kind: str, keys: Iterable[str]) -> dict[str, Doc]:
+        return await self._run(self._get_many, kind, list(keys))
+
+    async def setdefault(self, kind: str, key: str, doc: Doc) -> Doc:
+        return await self._run(self._setdefault, kind, key, doc)
+
+    def watch(self, kind: str, listener: Listener) -> None:
+        """Nothing to watch: this process is the only writer of its file."""
+
     async def put(self, kind: str, key: str, doc: Doc) -> None:
         await self._run(self._write, kind, {key: doc}, ())
 
@@ -132,5 +155,9 @@ class SqliteStore:
             self._conn = None
 
     async def close(self) -> None:
+        """Close the file; closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         await self._run(self._close)
         self._executor.shutdown(wait=True)

@@ -131,17 +131,28 @@ class Failover:
         old_index: int,
         new_index: int,
         reason: str,
+        announce: bool = True,
     ) -> None:
-        """Publish a move of the stream's current URL: runtime, counters, event."""
+        """Publish a move of the stream's current URL: runtime, counters, event.
+
+        ``announce=False`` when another instance took the decision and emits the event.
+        """
         urls = chain_urls(definition, runtime)
         runtime.record_failover(new_index)
         self.counters.failover(reason)
+        if not announce:
+            return
         self.events.failover_triggered(
             definition, urls[old_index], urls[new_index], new_index, reason
         )
 
-    async def manual(self, definition: StreamDefinition, runtime: StreamRuntime) -> str:
-        """Move the stream (every active client, and new ones) to the next URL now."""
+    async def manual(
+        self, definition: StreamDefinition, runtime: StreamRuntime, *, announce: bool = True
+    ) -> str:
+        """Move the stream (every active client, and new ones) to the next URL now.
+
+        ``announce=False`` when another instance was asked: it emits the event, once.
+        """
         urls = chain_urls(definition, runtime)
         old = min(runtime.current_index, len(urls) - 1)
         nxt = old + 1
@@ -153,7 +164,9 @@ class Failover:
             nxt = urls.index(found) if found is not None else 0
         if nxt == old:
             raise UpstreamFailed("the failover resolver gave no other URL to move to")
-        self.record_move(definition, runtime, old_index=old, new_index=nxt, reason="manual")
+        self.record_move(
+            definition, runtime, old_index=old, new_index=nxt, reason="manual", announce=announce
+        )
         for pump in list(runtime.pumps):
             pump.switch_to(nxt)
         return urls[nxt]

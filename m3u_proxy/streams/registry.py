@@ -19,7 +19,7 @@ from m3u_proxy.checks import check_header_value, check_headers, check_url, is_em
 from m3u_proxy.clock import utc_now
 from m3u_proxy.errors import ValidationFailed
 from m3u_proxy.store import kinds
-from m3u_proxy.store.sqlite import Doc, Store
+from m3u_proxy.store.base import Doc, Store
 
 StreamType = Literal["auto", "live", "vod", "hls"]
 STREAM_TYPES: tuple[StreamType, ...] = ("auto", "live", "vod", "hls")
@@ -258,6 +258,19 @@ class Registry:
     async def load(self) -> None:
         docs = await self._store.load(kinds.STREAMS)
         self._streams = {key: StreamDefinition.from_doc(doc) for key, doc in docs.items()}
+
+    async def reload(self, keys: list[str] | None) -> None:
+        """Take what another instance changed from the store (None: everything)."""
+        if keys is None:
+            await self.load()
+            return
+        docs = await self._store.get_many(kinds.STREAMS, keys)
+        for key in keys:
+            doc = docs.get(key)
+            if doc is None:
+                self._streams.pop(key, None)
+            else:
+                self._streams[key] = StreamDefinition.from_doc(doc)
 
     def get(self, stream_id: str) -> StreamDefinition | None:
         return self._streams.get(stream_id)

@@ -150,15 +150,23 @@ class Tracker:
         """End a stream that is going away: stop its pumps, disconnect its clients
         (``client_disconnected`` each), then one ``stream_stopped``, which a stream
         nobody played gets only with ``announce_idle``."""
-        runtime = self.forget(definition.stream_id)
-        playing = runtime is not None and bool(runtime.clients)
-        if runtime is not None:
-            for pump in list(runtime.pumps):
-                pump.stop()
-            for client in list(runtime.clients.values()):
-                self.disconnect(client, definition, reason=reason)
+        playing = self.end_viewers(definition.stream_id, definition, reason)
         if playing or announce_idle:
             self.events.stream_stopped(definition.stream_id, reason, definition.metadata)
+
+    def end_viewers(self, stream_id: str, definition: StreamDefinition | None, reason: str) -> bool:
+        """Stop a stream's pumps, disconnect its clients here and forget its runtime state
+        (no ``stream_stopped``: with several instances the one asked announces it).
+        Whether anyone was watching."""
+        runtime = self.forget(stream_id)
+        if runtime is None:
+            return False
+        playing = bool(runtime.clients)
+        for pump in list(runtime.pumps):
+            pump.stop()
+        for client in list(runtime.clients.values()):
+            self.disconnect(client, definition, reason=reason)
+        return playing
 
     def start_failed(
         self, definition: StreamDefinition, reason: str, status: int, detail: str = ""

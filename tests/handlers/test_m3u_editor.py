@@ -23,7 +23,7 @@ from m3u_proxy import __version__
 from m3u_proxy.config import DEFAULT_USER_AGENT
 from m3u_proxy.transcode.ffmpeg import ffmpeg_binary
 from m3u_proxy.transcode.hwaccel import detect, ffmpeg_encoders
-from tests.conftest import ProxyFactory
+from tests.conftest import SUITE_REDIS, ProxyFactory
 from tests.providers import TS_PACKET, Provider
 
 Client = TestClient[Any, Any]
@@ -244,14 +244,14 @@ class TestStreamMonitor:
         assert info["hardware_acceleration"] == expected  # none on most test machines
         assert set(expected) == {"enabled", "type", "device", "ffmpeg_args"}
         redis = info["redis"]
-        assert redis["enabled"] is False
+        assert redis["enabled"] is bool(SUITE_REDIS)  # make pytest-redis runs it on Redis
         assert redis["pooling_enabled"] is False
         assert redis["sharing_strategy"] == "never"
         assert "max_clients_per_stream" in redis
         assert redis["stream_timeout"] == 300
         assert info["transcoding"] == {"enabled": False, "profiles": []}
         assert info["configuration"]["default_user_agent"] == DEFAULT_USER_AGENT
-        assert info["worker"]["multi_worker_mode"] is False
+        assert info["worker"]["multi_worker_mode"] is bool(SUITE_REDIS)
         assert (await proxy.get("/info")).status == 401
 
     async def test_test_connection(self, editor_proxy: Client, provider: Provider) -> None:

@@ -15,20 +15,6 @@ from tests.conftest import ProxyFactory, free_port, proxy_argv
 
 
 class TestSqliteStore:
-    async def test_put_load_delete(self, tmp_path: Path) -> None:
-        """Documents round-trip by kind and key, and deletes stick."""
-        store = await SqliteStore.open(tmp_path / "db.sqlite3")
-        await store.put("stream", "a", {"x": 1})
-        await store.put_many("stream", {"b": {"x": 2}, "c": {"x": 3}})
-        await store.put("webhook", "a", {"y": 1})
-        await store.delete("stream", ["c"])
-        assert await store.load("stream") == {"a": {"x": 1}, "b": {"x": 2}}
-        assert await store.load("webhook") == {"a": {"y": 1}}
-        await store.close()
-        reopened = await SqliteStore.open(tmp_path / "db.sqlite3")
-        assert await reopened.load("stream") == {"a": {"x": 1}, "b": {"x": 2}}
-        await reopened.close()
-
     async def test_corrupt_database_is_a_clear_error(self, tmp_path: Path) -> None:
         """A file that is not SQLite raises StoreError naming the file."""
         path = tmp_path / "db.sqlite3"

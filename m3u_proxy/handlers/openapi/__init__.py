@@ -25,6 +25,22 @@ from m3u_proxy.handlers.openapi.providers import provider_paths
 from m3u_proxy.handlers.openapi.types import ref
 from m3u_proxy.keys import CONFIG
 
+# Answer 503 StoreUnavailable while a shared Redis is away (API.md "Several instances").
+_READ_ONLY_POSTS = frozenset({"test_connection", "test_webhook"})
+
+
+def _store_writes(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every management write (POST/PUT/DELETE that stores something) may answer 503."""
+    for item in paths.values():
+        for method, operation in item.items():
+            if method in ("post", "put", "delete") and (
+                operation["operationId"] not in _READ_ONLY_POSTS
+            ):
+                operation["responses"].setdefault(
+                    "503", {"$ref": "#/components/responses/StoreUnavailable"}
+                )
+    return paths
+
 
 def document(root_path: str = "") -> dict[str, Any]:
     """The whole document; with a ``root_path`` it names that prefix as its server."""
@@ -37,18 +53,26 @@ def document(root_path: str = "") -> dict[str, Any]:
             "are ISO 8601 UTC; the management token is only enforced when `api_token` is set.",
             "license": {"name": "MIT", "identifier": "MIT"},
         },
-        "paths": {
-            **_observability(),
-            **_streams(),
-            **_playback(),
-            **provider_paths(),
-            **_webhooks(),
-            **_playlists(),
-        },
+        "paths": _store_writes(
+            {
+                **_observability(),
+                **_streams(),
+                **_playback(),
+                **provider_paths(),
+                **_webhooks(),
+                **_playlists(),
+            }
+        ),
         "components": {
             "schemas": component_schemas() | info_schemas(),
             "responses": {
                 name: _json(description, ref("Error")) for name, description in _ERRORS.values()
+            }
+            | {
+                "StoreUnavailable": _json(
+                    "Several instances: the shared store (Redis) is away; nothing was changed.",
+                    ref("Error"),
+                )
             },
             "securitySchemes": {
                 "ApiTokenHeader": {"type": "apiKey", "in": "header", "name": "X-API-Token"},

@@ -50,6 +50,8 @@ def component_schemas() -> dict[str, Schema]:
                         INTEGER,
                     )
                 ),
+                "instance_id": {**STRING, "description": "the instance that answered"},
+                "instances": {**INTEGER, "description": "live instances sharing the store"},
             }
         ),
         "StreamStat": _stream_stat(),

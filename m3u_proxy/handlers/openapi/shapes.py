@@ -95,6 +95,7 @@ def _client_stat() -> Schema:
             "is_connected": BOOLEAN,
             "shared": BOOLEAN,
             "skipped_bytes": INTEGER,
+            "instance_id": {**STRING, "description": "the instance the player is connected to"},
         }
     )
 
