@@ -17,8 +17,6 @@ from m3u_proxy.keys import CAPABILITIES, CONFIG, UPSTREAM
 from m3u_proxy.web.requests import json_body
 
 TEST_SECONDS = 5.0  # API.md: the proxy GETs the URL with a 5 s deadline
-# Live viewers each have their own provider connection until shared channels exist.
-SHARING_STRATEGY = "never"
 
 
 async def info(request: web.Request) -> web.Response:
@@ -34,10 +32,11 @@ async def info(request: web.Request) -> web.Response:
             "hardware_acceleration": hardware.public(),
             "redis": {
                 "enabled": False,  # the embedded SQLite store; no Redis
-                "pooling_enabled": False,
+                # Shared channels: live viewers may share one provider connection.
+                "pooling_enabled": config.sharing.mode != "never",
                 "max_clients_per_stream": None,  # no per-stream viewer limit
                 "stream_timeout": config.clients.stream_timeout,
-                "sharing_strategy": SHARING_STRATEGY,
+                "sharing_strategy": config.sharing.mode,
             },
             "transcoding": {"enabled": False, "profiles": []},
             "configuration": {
