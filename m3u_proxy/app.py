@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from m3u_proxy.channels.hub import Channels
 from m3u_proxy.cluster.commands import Commands
 from m3u_proxy.cluster.node import Node
 from m3u_proxy.config import Config
@@ -32,6 +33,7 @@ from m3u_proxy.hls.fetch import MAX_PLAYLIST_BYTES, MAX_SHARED_BYTES
 from m3u_proxy.hls.sticky import StickyPlaylists
 from m3u_proxy.keys import (
     CAPABILITIES,
+    CHANNELS,
     CONFIG,
     COOLDOWNS,
     EVENTS,
@@ -227,6 +229,7 @@ async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
             webhooks=app[WEBHOOKS],
             providers=app[PROVIDERS],
             slots=app[SLOTS],
+            channels=app[CHANNELS],
             stream_labels=app[CONFIG].events.metrics_stream_labels,
         )
     )
@@ -262,6 +265,11 @@ async def _end_live_streams(app: web.Application) -> None:
     timeout expires is cancelled and closes its provider socket in ``finally``.
     """
     app[TRACKER].stop_live_pumps()
+
+
+async def _close_channels(app: web.Application) -> None:
+    """``on_shutdown``: close every shared producer; its viewers get a clean end."""
+    await app[CHANNELS].close("shutdown")
 
 
 def create_runner(app: web.Application) -> web.AppRunner:
@@ -306,6 +314,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[RECENT_EVENTS] = RecentEvents()
     app[EVENTS].subscribe(app[RECENT_EVENTS].add)
     app[TRACKER] = Tracker(StreamEvents(app[EVENTS]), Counters(), config.clients.stream_timeout)
+    app[CHANNELS] = Channels(buffer_bytes=config.sharing.buffer_bytes, linger=config.sharing.linger)
     app[NODE] = Node(new_instance_id(), None, app[TRACKER])  # joins the others at start
     app[COOLDOWNS] = Cooldowns(config.upstream.url_cooldown)
     hls_config = config.hls
@@ -321,6 +330,9 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[IN_FLIGHT] = InFlight()
     app.on_response_prepare.append(app[IN_FLIGHT].track)
     app.on_shutdown.append(_end_tracking)  # first: its stream_stopped events still go out
+    # Shared producers end before the live pumps (their viewers' handles among them),
+    # so a channel's stream_stopped says "shutdown", not "client_left".
+    app.on_shutdown.append(_close_channels)
     app.on_shutdown.append(_end_live_streams)
     app.cleanup_ctx.extend(
         [_store_ctx(store, seeds), _session_ctx, _background_ctx, _webhooks_ctx, _capabilities_ctx]

@@ -149,6 +149,18 @@ class SharingConfig:
         "default `sharing` of streams: auto, always or never",
         env="M3U_PROXY_SHARING_MODE",
     )
+    buffer_bytes: int = _opt(
+        4 * 1_048_576,
+        int,
+        "ring of TS packets per shared stream, in bytes",
+        env="M3U_PROXY_SHARING_BUFFER_BYTES",
+    )
+    linger: float = _opt(
+        0.0,
+        float,
+        "seconds a shared producer stays open after its last viewer",
+        env="M3U_PROXY_SHARING_LINGER",
+    )
 
 
 @attrs.frozen
@@ -304,6 +316,10 @@ def _validate(config: Config) -> Config:
     _check(
         config.sharing.mode in SHARING_MODES,
         f"unknown sharing.mode {config.sharing.mode!r}: use auto, always or never",
+    )
+    _check(
+        config.sharing.buffer_bytes >= 64 * 188,
+        "sharing.buffer_bytes must hold at least 64 TS packets (12032 bytes)",
     )
     root = config.server.root_path.strip()
     root = ("/" + root.strip("/")) if root.strip("/") else ""

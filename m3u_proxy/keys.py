@@ -5,6 +5,7 @@ import ipaddress
 import aiohttp
 from aiohttp import web
 
+from m3u_proxy.channels.hub import Channels
 from m3u_proxy.cluster.node import Node
 from m3u_proxy.config import Config
 from m3u_proxy.events.bus import EventBus
@@ -34,6 +35,7 @@ REGISTRY = web.AppKey("registry", Registry)
 EVENTS = web.AppKey("events", EventBus)
 RECENT_EVENTS = web.AppKey("recent_events", RecentEvents)
 TRACKER = web.AppKey("tracker", Tracker)
+CHANNELS = web.AppKey("channels", Channels)  # shared producers (sharing)
 SIGNER = web.AppKey("signer", Signer)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", Upstream)

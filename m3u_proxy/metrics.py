@@ -20,6 +20,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from m3u_proxy import __version__
+from m3u_proxy.channels.hub import Channels
 from m3u_proxy.events.bus import EventBus
 from m3u_proxy.events.webhooks import Webhooks
 from m3u_proxy.hls.download import SharedDownloads
@@ -54,6 +55,7 @@ class Sources:
     webhooks: Webhooks
     providers: Providers
     slots: Slots
+    channels: Channels
     stream_labels: bool  # events.metrics_stream_labels
 
 
@@ -95,6 +97,7 @@ class ProxyCollector:
             "Provider connections open now.",
             sums["upstream_connections"],
         )
+        yield from self._shared()
         yield self._by_label(
             "m3u_proxy_failovers",
             "Moves of a stream to another URL, by reason.",
@@ -122,6 +125,27 @@ class ProxyCollector:
         yield from self._providers()
         if sources.stream_labels:
             yield from self._per_stream()
+
+    def _shared(self) -> Iterator[Metric]:
+        channels = self.sources.channels
+        yield _gauge(
+            "m3u_proxy_shared_channels",
+            "Shared producers open now (one provider connection each).",
+            len(channels.channels),
+        )
+        yield _gauge(
+            "m3u_proxy_shared_viewers", "Viewers reading a shared channel now.", channels.viewers()
+        )
+        yield _counter(
+            "m3u_proxy_shared_skips",
+            "Jumps of shared viewers the producer lapped (to the newest keyframe).",
+            channels.skips(),
+        )
+        yield _counter(
+            "m3u_proxy_shared_skipped_bytes",
+            "Bytes shared viewers missed because the producer lapped them.",
+            channels.skipped_bytes(),
+        )
 
     @staticmethod
     def _by_label(name: str, doc: str, label: str, counts: dict[str, int]) -> Metric:

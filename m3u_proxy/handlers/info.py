@@ -15,8 +15,6 @@ from m3u_proxy.keys import CAPABILITIES, CONFIG, NODE, UPSTREAM
 from m3u_proxy.web.requests import json_body
 
 TEST_SECONDS = 5.0  # API.md: the proxy GETs the URL with a 5 s deadline
-# Live viewers each have their own provider connection until shared channels exist.
-SHARING_STRATEGY = "never"
 
 
 async def info(request: web.Request) -> web.Response:
@@ -33,10 +31,11 @@ async def info(request: web.Request) -> web.Response:
             "redis": {
                 # Shared state on Redis (storage.redis_url); never its URL or password.
                 "enabled": bool(config.storage.redis_url),
-                "pooling_enabled": False,
+                # Shared channels: live viewers may share one provider connection.
+                "pooling_enabled": config.sharing.mode != "never",
                 "max_clients_per_stream": None,  # no per-stream viewer limit
                 "stream_timeout": config.clients.stream_timeout,
-                "sharing_strategy": SHARING_STRATEGY,
+                "sharing_strategy": config.sharing.mode,
             },
             "transcoding": {"enabled": False, "profiles": []},
             "configuration": {

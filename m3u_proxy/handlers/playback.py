@@ -8,11 +8,12 @@ the pump its collaborators and turns the pump's answers into HTTP.
 
 from aiohttp import web
 
+from m3u_proxy.channels.hub import shares
 from m3u_proxy.errors import ServiceUnavailable, UpstreamFailed
-from m3u_proxy.keys import CONFIG, FAILOVER, REGISTRY, SLOTS, TRACKER, UPSTREAM
+from m3u_proxy.handlers.shared import new_pump, play_shared, provider_limited
+from m3u_proxy.keys import CONFIG, REGISTRY, TRACKER
 from m3u_proxy.logs import bind_context
 from m3u_proxy.playback.feed import IsPlaylist
-from m3u_proxy.playback.pump import Pump
 from m3u_proxy.providers.policy import viewer_key
 from m3u_proxy.web.requests import (
     check_playback_token,
@@ -36,18 +37,19 @@ async def play(request: web.Request) -> web.StreamResponse:
     limit = request.app[CONFIG].server.max_clients
     if limit and len(tracker.clients) >= limit:
         raise ServiceUnavailable(f"the proxy serves at most {limit} clients (max_clients)")
+    live = definition.kind == "live" and runtime.detected_kind not in ("vod", "hls")
+    mode = request.app[CONFIG].sharing.mode
+    limited = provider_limited(request, definition, runtime)
+    # A shared stream: join its producer (no slot of its own), or open it (one slot).
+    if request.method == "GET" and shares(definition.sharing, mode, live=live, limited=limited):
+        return await play_shared(request, definition, runtime)
     player = player_of(request)
-    pump = Pump(
-        definition=definition,
-        runtime=runtime,
-        chain=request.app[FAILOVER].chain(definition, runtime),
-        upstream=request.app[UPSTREAM],
-        events=tracker.events,
-        chunk_size=request.app[CONFIG].upstream.chunk_size,
-        client_range=request.headers.get("Range"),
-        splice=request.app[CONFIG].splice,
-        slots=request.app[SLOTS],
+    pump = new_pump(
+        request,
+        definition,
+        runtime,
         viewer=viewer_key(player.client_id, player.ip_address, player.user_agent),
+        client_range=request.headers.get("Range"),
     )
     try:  # whatever happens, the pump's provider connections and slots are let go
         try:

@@ -62,7 +62,7 @@ def stream_stat(
         "failover_attempts": runtime.failover_attempts if runtime else 0,
         "last_failover_time": runtime.last_failover_time if runtime else None,
         "upstream_connections": runtime.upstream_connections if runtime else 0,
-        "shared": False,  # every viewer has its own provider connection (no shared channels)
+        "shared": runtime.shared if runtime else False,  # one producer feeds every viewer
         "provider": provider.name if provider else definition.provider,
         "created_at": definition.created_at,
         "last_access": runtime.last_access if runtime else None,

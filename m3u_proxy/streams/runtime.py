@@ -55,6 +55,8 @@ class ClientState:
     hls_key: str | None = None  # HLS: what ties the player's separate requests together
     # Run once when the client is disconnected (an HLS viewer's provider slot goes back).
     on_leave: list[Callable[[], None]] = attrs.field(factory=list)
+    shared: bool = False  # a viewer of a shared channel (no provider connection of its own)
+    skipped_bytes: int = 0  # shared: bytes the channel's producer lapped it by
     samples: collections.deque[int] = attrs.field(
         factory=lambda: collections.deque(maxlen=BANDWIDTH_WINDOW + 1)
     )
@@ -79,8 +81,8 @@ class ClientState:
             "connected_at": self.connected_at,
             "last_access": self.last_access,
             "is_connected": self.is_connected,
-            "shared": False,  # no shared channels yet: every viewer reads its own connection
-            "skipped_bytes": 0,
+            "shared": self.shared,
+            "skipped_bytes": self.skipped_bytes,
         }
 
 
@@ -97,6 +99,9 @@ class StreamRuntime:
     bytes_done: int = 0  # bytes of clients that already left
     segments_done: int = 0
     upstream_connections: int = 0
+    # A shared producer is open: its viewers share one provider connection, and the
+    # producer (not the first and last viewer) owns stream_started/stream_stopped.
+    shared: bool = False
     detected_kind: str | None = None  # what the provider's answers showed (auto streams)
     last_access: str = attrs.field(factory=utc_now)
     idle_since: float | None = None

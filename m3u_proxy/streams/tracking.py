@@ -102,7 +102,7 @@ class Tracker:
         state.idle_since = None
         state.last_access = client.last_access
         self.clients[client.client_id] = client
-        if first:
+        if first and not state.shared:
             self.events.stream_started(definition)
         self.events.client_connected(definition, client)
         return client
@@ -144,7 +144,10 @@ class Tracker:
         )
         if state is not None and not state.clients:
             state.idle_since = time.monotonic()
-            self.events.stream_stopped(client.stream_id, reason, metadata)
+            # A shared stream's producer sends its own stream_stopped, even when it
+            # ended before its last viewer was counted out.
+            if not state.shared and not client.shared:
+                self.events.stream_stopped(client.stream_id, reason, metadata)
 
     def end(self, definition: StreamDefinition, reason: str, *, announce_idle: bool) -> None:
         """End a stream that is going away: stop its pumps, disconnect its clients
@@ -162,6 +165,7 @@ class Tracker:
         if runtime is None:
             return False
         playing = bool(runtime.clients)
+        runtime.shared = False  # a shared channel's end announces nothing more
         for pump in list(runtime.pumps):
             pump.stop()
         for client in list(runtime.clients.values()):

@@ -245,8 +245,8 @@ class TestStreamMonitor:
         assert set(expected) == {"enabled", "type", "device", "ffmpeg_args"}
         redis = info["redis"]
         assert redis["enabled"] is bool(SUITE_REDIS)  # make pytest-redis runs it on Redis
-        assert redis["pooling_enabled"] is False
-        assert redis["sharing_strategy"] == "never"
+        assert redis["pooling_enabled"] is True  # sharing.mode auto
+        assert redis["sharing_strategy"] == "auto"
         assert "max_clients_per_stream" in redis
         assert redis["stream_timeout"] == 300
         assert info["transcoding"] == {"enabled": False, "profiles": []}

@@ -271,7 +271,8 @@ class TestExactCount:
         await until(lambda: in_use_is(proxy, "acme", 0))
         assert max_concurrent(provider.connections) <= 2
         assert provider.open_connections == 0
-        assert len(provider.connections) == statuses[200]
+        # sharing auto: viewers of one channel of this limited account share its producer.
+        assert len(provider.connections) <= statuses[200]
 
 
 class TestHls:
