@@ -55,6 +55,7 @@ from m3u_proxy.keys import (
 )
 from m3u_proxy.metrics import Metrics, Sources
 from m3u_proxy.playlists.manager import PlaylistManager
+from m3u_proxy.process.allocator import return_memory
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.providers.ledger import MemoryLedger
 from m3u_proxy.providers.model import Providers, ProviderSpec, parse_provider
@@ -148,10 +149,13 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     sampler = asyncio.create_task(
         run_sampler(app[TRACKER], config.clients.client_timeout, app[REGISTRY].get)
     )
+    tracker = app[TRACKER]
+    trimmer = asyncio.create_task(return_memory(lambda: len(tracker.clients)))
     yield
-    sampler.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampler
+    for task in (sampler, trimmer):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
