@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 from bench._common import (
     LOAD_CORE,
-    PROXY_CORE,
     Counter,
     Nginx,
     Proxy,
@@ -50,6 +49,7 @@ from bench._common import (
     raise_nofile,
     ramdir,
     read_stream,
+    reference_proxy,
     rounded,
     rss_mib,
     run_async,
@@ -322,30 +322,14 @@ def main() -> None:
     with cleanup_dirs(root):
         (root / "www").mkdir(mode=0o755)
         write_ts_file(root / "www" / "big.ts", 1, FILE_SIZE)
-        src_port, rp_port = free_port(), free_port()
+        src_port = free_port()
         source = Nginx(
             root / "src",
             f"server {{ listen 127.0.0.1:{src_port} backlog=4096; root {root / 'www'}; }}",
             [src_port],
             LOAD_CORE,
         )
-        rproxy = Nginx(
-            root / "rp",
-            f"""server {{
-        listen 127.0.0.1:{rp_port} backlog=4096;
-        location / {{
-            proxy_pass http://127.0.0.1:{src_port};
-            proxy_buffering off;
-            proxy_buffer_size 64k;
-            proxy_buffers 8 64k;
-            proxy_busy_buffers_size 128k;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}""",
-            [rp_port],
-            PROXY_CORE,
-        )
+        rproxy = reference_proxy(root / "rp", src_port)
         proxy = Proxy(root / "proxy")
         try:
             source.start()
