@@ -376,6 +376,25 @@ def rated_source(workdir: Path, www: Path, port: int) -> Nginx:
     return Nginx(workdir, server, [port], LOAD_CORE)
 
 
+def reference_proxy(workdir: Path, src_port: int) -> Nginx:
+    """nginx as the reference reverse proxy on the proxy's core: ``proxy_buffering off``
+    with 64 KiB buffers (the proxy's own chunk size; nginx's default is one page)."""
+    port = free_port()
+    server = f"""server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://127.0.0.1:{src_port};
+            proxy_buffering off;
+            proxy_buffer_size 64k;
+            proxy_buffers 8 64k;
+            proxy_busy_buffers_size 128k;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
+    return Nginx(workdir, server, [port], PROXY_CORE)
+
+
 class Proxy:
     """m3u-proxy on 127.0.0.1, pinned to one core, with a high fd limit."""
 

@@ -1,8 +1,10 @@
 """Latency: time to first byte, failover splices, and disconnect propagation.
 
-1. TTFB through the proxy minus TTFB straight from the source (nginx), p50/p99 over
-   200 sequential request pairs (``--quick``: 50); each request opens a new connection
-   and the time runs from connect to the first body byte.
+1. TTFB through the proxy, through nginx as a reverse proxy (``proxy_buffering off``,
+   pinned to the proxy's core) and straight from the source nginx, p50/p99 over 200
+   sequential request triplets (``--quick``: 50); each request opens a new connection
+   and the time runs from connect to the first body byte. The overhead is the proxy's
+   TTFB minus the direct one.
 2. Manual failover: a client plays a stream whose primary and backup are two nginx-served
    TS files stamped with different source ids (`tests.providers.ts_packets`); the
    client decodes its stream packet by packet. Time from sending
@@ -14,13 +16,15 @@
 5. Provider reset (TCP RST) and clean EOF mid-stream: last primary byte to first
    backup byte at the client (the proxy's one quick retry of the same URL happens
    in between; the time is from the last byte of the final primary attempt).
-6. 50 clients connecting at once to 50 streams: TTFB p50 (the same burst straight to
-   nginx is shown for scale: it is what the client and the source cost).
+6. 50 clients connecting at once to 50 streams: TTFB p50 and p99 over 3 bursts, through
+   the proxy and through the reference nginx (and straight to the source, for scale:
+   it is what the client and the source cost).
 
 The fake provider (`tests.providers.Provider`) runs on its own event loop in a thread;
 nginx sources and this client run on core 1, the proxy alone on core 0.
 
-JSON: ttfb_overhead_ms_p50, ttfb_burst50_ms_p50, manual_failover_ms_p95,
+JSON: ttfb_overhead_ms_p50, ttfb_ms_p50, nginx_ttfb_ms_p50, ttfb_burst50_ms_p50,
+ttfb_burst50_ms_p99, nginx_burst50_ms_p50, nginx_burst50_ms_p99, manual_failover_ms_p95,
 reset_to_backup_ms, eof_to_backup_ms, stall_to_backup_ms, stall_timeout_ms,
 disconnect_to_close_ms_p95.
 """
@@ -54,6 +58,7 @@ from bench._common import (
     raise_nofile,
     ramdir,
     rated_source,
+    reference_proxy,
     rounded,
     run_async,
     table,
@@ -136,26 +141,34 @@ def ms(values: Sequence[float], q: float) -> float:
     return percentile([v * 1000 for v in values], q)
 
 
-async def ttfb_pairs(proxy: Proxy, src_port: int, runs: int) -> tuple[list[float], list[float]]:
+async def ttfb_runs(
+    proxy: Proxy, rp_port: int, src_port: int, runs: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Fresh-connection TTFB: (direct, through m3u-proxy, through nginx), interleaved."""
     path = f"/primary.ts?rate={RATE}&ttfb=1"
     stream_id = proxy.register(f"http://127.0.0.1:{src_port}{path}")
-    direct: list[float] = []
-    proxied: list[float] = []
+    targets = {
+        "d": (src_port, path),
+        "p": (proxy.port, f"/stream/{stream_id}"),
+        "n": (rp_port, path),
+    }
+    times: dict[str, list[float]] = {key: [] for key in targets}
+    orders = ("dpn", "npd", "pdn")
     for i in range(runs):
-        order = ("d", "p") if i % 2 == 0 else ("p", "d")
-        for which in order:
-            if which == "d":
-                direct.append(await first_byte(src_port, path))
-            else:
-                proxied.append(await first_byte(proxy.port, f"/stream/{stream_id}"))
+        for which in orders[i % len(orders)]:
+            port, target = targets[which]
+            times[which].append(await first_byte(port, target))
         await asyncio.sleep(0.005)
-    return direct, proxied
+    return times["d"], times["p"], times["n"]
 
 
-async def burst(proxy: Proxy, src_port: int, rounds: int) -> tuple[list[float], list[float]]:
-    """50 clients at once, through the proxy and (for scale) straight to nginx."""
+async def burst(
+    proxy: Proxy, rp_port: int, src_port: int, rounds: int
+) -> tuple[list[float], list[float], list[float]]:
+    """50 clients at once: (through m3u-proxy, straight to the source, through nginx)."""
     times: list[float] = []
     direct: list[float] = []
+    nginx: list[float] = []
     for r in range(rounds):
         paths = [f"/primary.ts?rate={RATE}&burst={r}-{i}" for i in range(50)]
         ids = [proxy.register(f"http://127.0.0.1:{src_port}{path}") for path in paths]
@@ -164,9 +177,12 @@ async def burst(proxy: Proxy, src_port: int, rounds: int) -> tuple[list[float], 
         direct += await asyncio.gather(*(first_byte(src_port, path, t0) for path in paths))
         await asyncio.sleep(0.5)
         t0 = time.monotonic()
+        nginx += await asyncio.gather(*(first_byte(rp_port, path, t0) for path in paths))
+        await asyncio.sleep(0.5)
+        t0 = time.monotonic()
         times += await asyncio.gather(*(first_byte(proxy.port, f"/stream/{s}", t0) for s in ids))
         await asyncio.sleep(1.0)
-    return times, direct
+    return times, direct, nginx
 
 
 async def manual_failover(
@@ -262,16 +278,16 @@ async def disconnects(
     return results
 
 
-async def bench(quick: bool, proxy: Proxy, src_port: int, tp: ThreadProvider) -> None:
+async def bench(quick: bool, proxy: Proxy, rp_port: int, src_port: int, tp: ThreadProvider) -> None:
     provider = tp.provider
     assert provider is not None
     stall_timeout = float(os.environ.get("M3U_PROXY_STALL_TIMEOUT", UpstreamConfig().stall_timeout))
     n_ttfb, n_burst, n_manual, n_fault, n_stall, n_disc = (
-        (50, 1, 10, 3, 1, 20) if quick else (200, 3, 20, 10, 3, 50)
+        (50, 3, 10, 3, 1, 20) if quick else (200, 3, 20, 10, 3, 50)
     )
-    direct, proxied = await ttfb_pairs(proxy, src_port, n_ttfb)
+    direct, proxied, via_nginx = await ttfb_runs(proxy, rp_port, src_port, n_ttfb)
     print("  ttfb done", flush=True)
-    burst_times, burst_direct = await burst(proxy, src_port, n_burst)
+    burst_times, burst_direct, burst_nginx = await burst(proxy, rp_port, src_port, n_burst)
     print("  burst done", flush=True)
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         manual, bad_manual = await manual_failover(session, proxy, src_port, n_manual)
@@ -300,6 +316,7 @@ async def bench(quick: bool, proxy: Proxy, src_port: int, tp: ThreadProvider) ->
     overhead99 = ms(proxied, 99) - ms(direct, 99)
     rows: list[list[object]] = [
         ["TTFB direct (nginx)", len(direct), fmt(ms(direct, 50), 2), fmt(ms(direct, 99), 2)],
+        ["TTFB via nginx", len(via_nginx), fmt(ms(via_nginx, 50), 2), fmt(ms(via_nginx, 99), 2)],
         ["TTFB via m3u-proxy", len(proxied), fmt(ms(proxied, 50), 2), fmt(ms(proxied, 99), 2)],
         ["TTFB overhead", "", fmt(overhead50, 2), fmt(overhead99, 2)],
         [
@@ -307,6 +324,12 @@ async def bench(quick: bool, proxy: Proxy, src_port: int, tp: ThreadProvider) ->
             len(burst_direct),
             fmt(ms(burst_direct, 50)),
             fmt(ms(burst_direct, 99)),
+        ],
+        [
+            "TTFB, 50 clients at once, via nginx",
+            len(burst_nginx),
+            fmt(ms(burst_nginx, 50)),
+            fmt(ms(burst_nginx, 99)),
         ],
         [
             "TTFB, 50 clients at once",
@@ -343,7 +366,12 @@ async def bench(quick: bool, proxy: Proxy, src_port: int, tp: ThreadProvider) ->
     stall_ms = stall_timeout * 1000
     figures = {
         "ttfb_overhead_ms_p50": rounded(overhead50, 3),
+        "ttfb_ms_p50": rounded(ms(proxied, 50), 3),
+        "nginx_ttfb_ms_p50": rounded(ms(via_nginx, 50), 3),
         "ttfb_burst50_ms_p50": rounded(ms(burst_times, 50), 2),
+        "ttfb_burst50_ms_p99": rounded(ms(burst_times, 99), 2),
+        "nginx_burst50_ms_p50": rounded(ms(burst_nginx, 50), 2),
+        "nginx_burst50_ms_p99": rounded(ms(burst_nginx, 99), 2),
         "manual_failover_ms_p95": rounded(ms(manual, 95), 2),
         "reset_to_backup_ms": rounded(ms(reset, 50), 2),
         "eof_to_backup_ms": rounded(ms(eof, 50), 2),
@@ -360,6 +388,16 @@ async def bench(quick: bool, proxy: Proxy, src_port: int, tp: ThreadProvider) ->
     targets: list[list[object]] = [
         check("ttfb_overhead_ms_p50", 1, "TTFB overhead p50 <= 1 ms"),
         check("ttfb_burst50_ms_p50", 30, "50 at once: TTFB p50 <= 30 ms"),
+        check(
+            "ttfb_burst50_ms_p99",
+            1.5 * (figures["nginx_burst50_ms_p99"] or math.nan),
+            "50 at once: TTFB p99 <= 1.5 x nginx",
+        ),
+        check(
+            "ttfb_ms_p50",
+            (figures["nginx_ttfb_ms_p50"] or math.nan) + 0.5,
+            "fresh TTFB p50 <= nginx + 0.5 ms",
+        ),
         check("disconnect_to_close_ms_p95", 5, "disconnect -> provider closed p95 <= 5 ms"),
         check("manual_failover_ms_p95", 20, "manual failover p95 <= 20 ms"),
         check("reset_to_backup_ms", 100, "reset -> backup <= 100 ms"),
@@ -383,16 +421,19 @@ def main() -> None:
         write_ts_file(www / "backup.ts", BACKUP, 8 * 1_048_576)
         src_port = free_port()
         source = rated_source(root / "src", www, src_port)
+        rproxy = reference_proxy(root / "rp", src_port)
         proxy = Proxy(root / "proxy")
         try:
             source.start()
+            rproxy.start()
             proxy.start()
-            print(pinning_note(), flush=True)
+            print(pinning_note(reference_proxy=True), flush=True)
             tp = ThreadProvider(rate=RATE)
             with tp:
-                run_async(bench(args.quick, proxy, src_port, tp))
+                run_async(bench(args.quick, proxy, rproxy.ports[0], src_port, tp))
         finally:
             proxy.stop()
+            rproxy.stop()
             source.stop()
 
 

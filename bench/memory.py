@@ -1,4 +1,4 @@
-"""Memory and CPU per live client: proxy RSS at 0/50/200/500 clients and CPU at 200 x 8 Mbit/s.
+"""Memory and CPU per live client: RSS at 0/50/200/500 clients, CPU at 200 x 8.4 Mbit/s.
 
 The proxy's RSS is read idle (fresh start), then with 50, 200 and 500 live clients,
 each on its own stream (distinct URL ``?c=N``, so its own provider connection) at
@@ -8,12 +8,15 @@ RSS seen; the KiB per client is the least-squares slope over the points (0 clien
 idle with every stream registered). A client counts as served when it received at
 least 90 % of rate x time in the measuring window, which starts 2 s after the last
 client connected (so nginx's first-second burst does not flatter the count). Last,
-200 clients at 8 Mbit/s each: the proxy's CPU % of one core over the window.
+200 clients at 8.4 Mbit/s each (the issue #19 case): the proxy's CPU % of one core over
+the window, and the same 200 clients through nginx as a reverse proxy
+(``proxy_buffering off``, pinned to the proxy's core) for comparison.
 
 The proxy runs pinned to core 0 with a high ``RLIMIT_NOFILE``; the load generator
 (one uvloop process, raised fd limit) and nginx run on core 1.
 
-JSON: rss_idle_mib, kib_per_client, clients_served_500, cpu_pct_200x8mbit.
+JSON: rss_idle_mib, kib_per_client, clients_served_500, cpu_pct_200x8mbit,
+nginx_cpu_pct_200x8mbit, cpu_ratio_vs_nginx_200x8mbit, served_200x8mbit.
 """
 
 import sys
@@ -29,6 +32,7 @@ from bench._common import (
     ClientTally,
     Counter,
     CpuMeter,
+    Nginx,
     Proxy,
     cleanup_dirs,
     emit_json,
@@ -41,6 +45,7 @@ from bench._common import (
     ramdir,
     rated_source,
     read_stream,
+    reference_proxy,
     rounded,
     rss_mib,
     run_async,
@@ -52,21 +57,26 @@ from bench._common import (
 )
 
 LOW_RATE = 125_000  # 1 Mbit/s
-HIGH_RATE = 1_000_000  # 8 Mbit/s
+HIGH_RATE = 1_050_000  # 8.4 Mbit/s
 FILE_SIZE = 48 * 1_048_576  # 8 Mbit/s for 48 s; at 1 Mbit/s for over 6 minutes
 
 
 async def hold(
-    proxy: Proxy, ids: list[str], rate: int, seconds: float, cpu: CpuMeter | None = None
+    port: int,
+    rss_pid: int,
+    paths: list[str],
+    rate: int,
+    seconds: float,
+    *,
+    cpu: CpuMeter | None = None,
 ) -> tuple[int, float, float, float]:
-    """N clients for ``seconds``: (served, peak RSS MiB, loadgen CPU %, proxy CPU %)."""
+    """N clients for ``seconds``: (served, peak RSS MiB, loadgen CPU %, target CPU %)."""
     counter = Counter()
     stop = asyncio.Event()
-    tallies = [ClientTally() for _ in ids]
+    tallies = [ClientTally() for _ in paths]
     tasks = []
-    for index, (stream_id, tally) in enumerate(zip(ids, tallies, strict=True)):
-        path = f"/stream/{stream_id}"
-        tasks.append(asyncio.create_task(read_stream(proxy.port, path, counter, stop, tally)))
+    for index, (path, tally) in enumerate(zip(paths, tallies, strict=True)):
+        tasks.append(asyncio.create_task(read_stream(port, path, counter, stop, tally)))
         if index % 50 == 49:
             await asyncio.sleep(0.05)  # connect in bursts of 50
     for _ in range(150):  # up to 15 s for every client's first byte
@@ -79,10 +89,10 @@ async def hold(
     if cpu is not None:
         cpu.reset()
     t0 = time.monotonic()
-    peak = rss_mib(proxy.pid)
+    peak = rss_mib(rss_pid)
     while time.monotonic() - t0 < seconds:
         await asyncio.sleep(min(1.0, seconds - (time.monotonic() - t0)))
-        peak = max(peak, rss_mib(proxy.pid))
+        peak = max(peak, rss_mib(rss_pid))
     wall = time.monotonic() - t0
     proxy_pct = cpu.percent() if cpu is not None else float("nan")
     load_pct = load.percent()
@@ -93,7 +103,7 @@ async def hold(
     )
     served = sum(r >= 0.9 for r in ratios)
     print(
-        f"  {len(ids)} clients at {rate * 8 / 1e6:g} Mbit/s: received/expected "
+        f"  {len(paths)} clients at {rate * 8 / 1e6:g} Mbit/s: received/expected "
         f"min {ratios[0]:.2f}, median {ratios[len(ratios) // 2]:.2f}",
         flush=True,
     )
@@ -102,7 +112,7 @@ async def hold(
     return served, peak, load_pct, proxy_pct
 
 
-async def bench(quick: bool, proxy: Proxy, src_port: int, rss_fresh: float) -> None:
+async def bench(quick: bool, proxy: Proxy, rproxy: Nginx, src_port: int, rss_fresh: float) -> None:
     seconds = 5.0 if quick else 20.0
     levels = [50, 200, 500]
     low = [
@@ -120,14 +130,28 @@ async def bench(quick: bool, proxy: Proxy, src_port: int, rss_fresh: float) -> N
     rows.append(["0 (streams registered)", "-", fmt(rss_registered), "-", "-"])
     served_at: dict[int, int] = {}
     for n in levels:
-        served, peak, load_pct, _ = await hold(proxy, low[:n], LOW_RATE, seconds)
+        paths = [f"/stream/{s}" for s in low[:n]]
+        served, peak, load_pct, _ = await hold(proxy.port, proxy.pid, paths, LOW_RATE, seconds)
         served_at[n] = served
         points.append((float(n), peak))
         rows.append([f"{n} x 1 Mbit/s", f"{served}/{n}", fmt(peak), "-", fmt(load_pct)])
         print(f"  {n} clients: RSS {peak:.1f} MiB, served {served}/{n}", flush=True)
     meter = CpuMeter(proxy.pids)
-    served_hi, peak_hi, load_hi, cpu_hi = await hold(proxy, high, HIGH_RATE, seconds, meter)
-    rows.append(["200 x 8 Mbit/s", f"{served_hi}/200", fmt(peak_hi), fmt(cpu_hi), fmt(load_hi)])
+    paths = [f"/stream/{s}" for s in high]
+    served_hi, peak_hi, load_hi, cpu_hi = await hold(
+        proxy.port, proxy.pid, paths, HIGH_RATE, seconds, cpu=meter
+    )
+    rows.append(["200 x 8.4 Mbit/s", f"{served_hi}/200", fmt(peak_hi), fmt(cpu_hi), fmt(load_hi)])
+    nginx_meter = CpuMeter(rproxy.pids)
+    paths = [f"/live.ts?c={i}&rate={HIGH_RATE}" for i in range(200)]
+    worker = rproxy.pids()[-1]
+    served_ng, peak_ng, load_ng, cpu_ng = await hold(
+        rproxy.ports[0], worker, paths, HIGH_RATE, seconds, cpu=nginx_meter
+    )
+    rows.append(
+        ["200 x 8.4 via nginx", f"{served_ng}/200", fmt(peak_ng), fmt(cpu_ng), fmt(load_ng)]
+    )
+    cpu_ratio = cpu_hi / cpu_ng if cpu_ng else float("nan")
     kib = slope(points) * 1024
     table(
         f"Proxy memory and CPU ({seconds:.0f} s per level, served = >= 90 % of rate x time)",
@@ -142,9 +166,9 @@ async def bench(quick: bool, proxy: Proxy, src_port: int, rss_fresh: float) -> N
             ["<= 32 KiB RSS per live client", f"{kib:.1f} KiB", verdict(kib <= 32)],
             ["all 500 clients served", f"{served500}/500", verdict(served500 == 500)],
             [
-                "CPU 200 x 8 Mbit/s <= 25 % of a core",
-                f"{cpu_hi:.1f} %",
-                verdict(cpu_hi <= 25),
+                "CPU 200 x 8.4 Mbit/s <= 2 x nginx",
+                f"{cpu_hi:.1f} % ({cpu_ratio:.1f} x {cpu_ng:.1f} %)",
+                verdict(cpu_ratio <= 2),
             ],
         ],
     )
@@ -155,6 +179,9 @@ async def bench(quick: bool, proxy: Proxy, src_port: int, rss_fresh: float) -> N
             "kib_per_client": rounded(kib, 1),
             "clients_served_500": served500,
             "cpu_pct_200x8mbit": rounded(cpu_hi, 1),
+            "nginx_cpu_pct_200x8mbit": rounded(cpu_ng, 1),
+            "cpu_ratio_vs_nginx_200x8mbit": rounded(cpu_ratio, 2),
+            "served_200x8mbit": served_hi,
         }
     )
 
@@ -169,16 +196,19 @@ def main() -> None:
         write_ts_file(root / "www" / "live.ts", 1, FILE_SIZE)
         src_port = free_port()
         source = rated_source(root / "src", root / "www", src_port)
+        rproxy = reference_proxy(root / "rp", src_port)
         proxy = Proxy(root / "proxy")
         try:
             source.start()
+            rproxy.start()
             proxy.start()
             time.sleep(1.0)
             rss_fresh = rss_mib(proxy.pid)
-            print(pinning_note(), flush=True)
-            run_async(bench(args.quick, proxy, src_port, rss_fresh))
+            print(pinning_note(reference_proxy=True), flush=True)
+            run_async(bench(args.quick, proxy, rproxy, src_port, rss_fresh))
         finally:
             proxy.stop()
+            rproxy.stop()
             source.stop()
 
 

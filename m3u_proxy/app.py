@@ -61,6 +61,7 @@ from m3u_proxy.keys import (
 )
 from m3u_proxy.metrics import Metrics, Sources
 from m3u_proxy.playlists.manager import PlaylistManager
+from m3u_proxy.process.allocator import return_memory
 from m3u_proxy.process.lifecycle import InFlight
 from m3u_proxy.providers.ledger import MemoryLedger, SlotLedger
 from m3u_proxy.providers.model import KIND as PROVIDER_KIND
@@ -165,14 +166,17 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The sampler, this instance's presence among the others, and their commands."""
+    """The sampler, the memory trimmer, this instance's presence among the others
+    and their commands."""
     config = app[CONFIG]
     commands = Commands(app[REGISTRY], app[TRACKER], app[FAILOVER])
     app[NODE].on_command(commands.on_message)
+    tracker = app[TRACKER]
     tasks = [
         asyncio.create_task(
             run_sampler(app[TRACKER], config.clients.client_timeout, app[REGISTRY].get)
         ),
+        asyncio.create_task(return_memory(lambda: len(tracker.clients))),
         asyncio.create_task(app[NODE].run()),
     ]
     yield

@@ -245,7 +245,12 @@ class Pump:
             if chunk:
                 self.chain.delivered()
             while chunk:
-                head, data = splicer.feed(chunk) if splicer is not None else (b"", chunk)
+                if splicer is not None:
+                    head, data = splicer.feed(chunk)
+                    if head:  # one write: a copy costs less than a second write (#19)
+                        data = b"".join((head, data))
+                else:
+                    data = chunk
                 # Drop the reference before the next await: a player waiting for its
                 # provider must not pin the last chunk.
                 chunk = b""
@@ -254,11 +259,6 @@ class Pump:
                 # (aiohttp's ClientConnectionResetError is both a ConnectionError and a
                 # ClientConnectionError): a player leaving is no provider failure.
                 try:
-                    if head:
-                        sent = len(head)
-                        await write(head)
-                        self.sent += sent
-                        client.bytes_served += sent
                     if data:
                         sent = len(data)
                         await write(data)
