@@ -24,13 +24,20 @@ from m3u_proxy.logs import get_logger
 
 log = get_logger(__name__)
 BASE_ARGS = ("-hide_banner", "-nostdin", "-loglevel", "info", "-nostats", "-progress", "pipe:2")
-INPUT_ARGS = ("-protocol_whitelist", "pipe", "-fflags", "+genpts+discardcorrupt")
+# One second of input is probed before ffmpeg writes (its default, 5 s, kept a viewer
+# waiting 2.7 s for a first byte of a 3 Mbit/s live input; 1 s: 0.6 s). A template may
+# set its own -analyzeduration before -i.
+INPUT_ARGS = (
+    *("-protocol_whitelist", "pipe", "-fflags", "+genpts+discardcorrupt"),
+    *("-analyzeduration", "1000000"),
+)
 _PROGRESS_KEYS = frozenset(
     (
         *("frame", "fps", "bitrate", "total_size", "out_time_us", "out_time_ms", "out_time"),
         *("dup_frames", "drop_frames", "speed", "progress"),
     )
 )
+_STREAM_PROGRESS = re.compile(r"stream_\d+_\d+_\w+")  # e.g. stream_0_0_q=-1.0 (quality)
 _VIDEO = re.compile(
     r"Stream #0:\d+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{2,5})x(?P<h>\d{2,5})"
     r"(?:.*?, (?P<fps>[\d.]+) fps)?"
@@ -56,7 +63,7 @@ class MediaInfo:
 
     def feed_line(self, line: str) -> None:
         key, sep, value = line.partition("=")
-        if sep and key in _PROGRESS_KEYS:
+        if sep and (key in _PROGRESS_KEYS or _STREAM_PROGRESS.fullmatch(key)):
             self._block[key] = value.strip()
             if key == "progress":  # the end of one progress block
                 self.progress, self._block = self._block, {}

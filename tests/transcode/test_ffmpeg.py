@@ -106,6 +106,7 @@ class TestMediaInfo:
             "speed=1.01x",
             "progress=continue",
             "[mpegts @ 0x1] Packet corrupt",
+            "stream_0_0_q=28.0",  # a progress key per output stream, not an error
         ):
             info.feed_line(line)
         assert info.input == {
