@@ -56,6 +56,7 @@ from m3u_proxy.keys import (
     STICKY,
     STORE,
     TRACKER,
+    TRANSCODES,
     UPSTREAM,
     WEBHOOKS,
 )
@@ -79,6 +80,7 @@ from m3u_proxy.streams.sampler import run_sampler
 from m3u_proxy.streams.tracking import Tracker
 from m3u_proxy.tokens import Signer, new_secret
 from m3u_proxy.transcode.capabilities import Capabilities
+from m3u_proxy.transcode.session import Transcodes
 from m3u_proxy.upstream import Upstream, build_session
 from m3u_proxy.web import middlewares
 from m3u_proxy.web.requests import parse_networks
@@ -247,6 +249,36 @@ async def _capabilities_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[CAPABILITIES].close()
 
 
+async def _transcodes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Transcodes open with the app; at shutdown every ffmpeg is stopped and reaped."""
+    config = app[CONFIG]
+
+    async def hwaccel() -> tuple[str, ...]:
+        return (await app[CAPABILITIES].get()).hardware.ffmpeg_args
+
+    def failed(stream_id: str, error: str) -> None:
+        definition = app[REGISTRY].get(stream_id)
+        app[EVENTS].emit(
+            "stream_failed",
+            stream_id,
+            {"reason": f"ffmpeg: {error}", "status": None},
+            definition.metadata if definition is not None else {},
+        )
+
+    # One hub for shared streams and transcodes (their ids differ: md5(url + profile)),
+    # so sharing.buffer_bytes and sharing.linger apply to both.
+    app[TRANSCODES] = Transcodes(
+        app[CHANNELS],
+        max_processes=config.transcode.max_processes,
+        niceness=config.transcode.niceness,
+        hwaccel=hwaccel,
+        on_failed=failed,
+        hls_idle=config.clients.client_timeout,
+    )
+    yield
+    await app[TRANSCODES].close()
+
+
 async def _end_tracking(app: web.Application) -> None:
     """``on_shutdown``, before the streams end: every viewer leaves with reason ``shutdown``.
 
@@ -341,6 +373,8 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.cleanup_ctx.extend(
         [_store_ctx(store, seeds), _session_ctx, _background_ctx, _webhooks_ctx, _capabilities_ctx]
     )
+    # After the session and capabilities: at shutdown every ffmpeg stops before they close.
+    app.cleanup_ctx.append(_transcodes_ctx)
     app.cleanup_ctx.append(_playlists_ctx)  # playlists: after the store and the session
     app.cleanup_ctx.append(_metrics_ctx)  # reads all of the above
     add_routes(app)

@@ -164,6 +164,22 @@ class SharingConfig:
 
 
 @attrs.frozen
+class TranscodeConfig:
+    max_processes: int = _opt(
+        4,
+        int,
+        "ffmpeg transcodes running at once; a new one beyond is a 503 (0 = no limit)",
+        env="M3U_PROXY_TRANSCODE_MAX_PROCESSES",
+    )
+    niceness: int = _opt(
+        10,
+        int,
+        "nice value of ffmpeg processes (0-19; higher yields the CPU)",
+        env="M3U_PROXY_TRANSCODE_NICENESS",
+    )
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -176,6 +192,7 @@ class Config:
     playlists: PlaylistsConfig = PlaylistsConfig()
     events: EventsConfig = EventsConfig()
     sharing: SharingConfig = SharingConfig()
+    transcode: TranscodeConfig = TranscodeConfig()
     # ``[[providers]]`` tables as written: `m3u_proxy.providers.model` validates them when
     # the app is built (they are seeds; PUT /providers/{name} overrides one by name).
     providers: tuple[dict[str, Any], ...] = attrs.field(
@@ -306,6 +323,7 @@ def _validate(config: Config) -> Config:
         value = getattr(getattr(config, section), field.name)
         if field.metadata["kind"] in (int, float):
             _check(value >= 0, f"{section}.{field.name} must not be negative (got {value})")
+    _check(config.transcode.niceness <= 19, "transcode.niceness must be 0-19")
     for name in ("connect_timeout", "stall_timeout", "chunk_size"):
         _check(getattr(config.upstream, name) > 0, f"upstream.{name} must be positive")
     for network in config.server.trusted_proxies:

@@ -25,6 +25,7 @@ from m3u_proxy.streams.registry import Registry
 from m3u_proxy.streams.tracking import Tracker
 from m3u_proxy.tokens import Signer
 from m3u_proxy.transcode.capabilities import Capabilities
+from m3u_proxy.transcode.session import Transcodes
 from m3u_proxy.upstream import Upstream
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,3 +56,4 @@ METRICS = web.AppKey("metrics", Metrics)
 CAPABILITIES = web.AppKey("capabilities", Capabilities)  # ffmpeg and acceleration
 PROVIDERS = web.AppKey("providers", Providers)
 SLOTS = web.AppKey("slots", Slots)
+TRANSCODES = web.AppKey("transcodes", Transcodes)  # running ffmpeg processes

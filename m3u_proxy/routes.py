@@ -9,14 +9,15 @@ from m3u_proxy.handlers import (
     logos,
     metrics,
     openapi,
-    playback,
     playlists,
     providers,
     stats,
+    transcode,
     ui,
     webhooks,
 )
 from m3u_proxy.handlers import streams as api
+from m3u_proxy.transcode.session import SEGMENT_PATTERN
 
 
 def add_routes(app: web.Application, prefix: str = "") -> None:
@@ -46,8 +47,12 @@ def add_routes(app: web.Application, prefix: str = "") -> None:
     r.add_get(prefix + "/streams/{stream_id}", api.get_stream)
     r.add_delete(prefix + "/streams/{stream_id}", api.delete_stream)
     r.add_post(prefix + "/streams/{stream_id}/failover", api.trigger_failover)
-    r.add_get(prefix + urls.STREAM_ROUTE, playback.play, allow_head=True)
-    r.add_get(prefix + urls.HLS_PLAYLIST_ROUTE, hls.master_playlist, allow_head=True)
+    r.add_post(prefix + "/transcode", transcode.create_transcode)
+    r.add_get(prefix + "/transcode/profiles", transcode.list_profiles)
+    # Transcoded streams answer on the same playback paths (API.md "Transcoding").
+    r.add_get(prefix + urls.STREAM_ROUTE, transcode.play_stream, allow_head=True)
+    r.add_get(prefix + urls.HLS_PLAYLIST_ROUTE, transcode.play_hls, allow_head=True)
+    r.add_get(prefix + "/hls/{stream_id}/{name:" + SEGMENT_PATTERN + "}", transcode.hls_segment)
     r.add_get(prefix + urls.HLS_RESOURCE_ROUTE, hls.resource, allow_head=True)
     # provider accounts and their connection limits
     r.add_get(prefix + "/providers", providers.list_providers)

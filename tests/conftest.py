@@ -29,6 +29,8 @@ SUITE_REDIS = os.environ.get("REDIS_URL", "")
 _RUN = secrets.token_hex(3)  # prefixes differ between runs on the same Redis
 
 ProxyFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+# Fixtures of real media for transcoding tests (media, source, source_url).
+pytest_plugins = ["tests.transcode.support"]
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:

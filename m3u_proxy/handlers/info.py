@@ -12,6 +12,7 @@ from aiohttp import web
 from m3u_proxy import __version__
 from m3u_proxy.checks import check_url
 from m3u_proxy.keys import CAPABILITIES, CONFIG, NODE, UPSTREAM
+from m3u_proxy.transcode.profiles import BUILT_IN
 from m3u_proxy.web.requests import json_body
 
 TEST_SECONDS = 5.0  # API.md: the proxy GETs the URL with a 5 s deadline
@@ -37,7 +38,10 @@ async def info(request: web.Request) -> web.Response:
                 "stream_timeout": config.clients.stream_timeout,
                 "sharing_strategy": config.sharing.mode,
             },
-            "transcoding": {"enabled": False, "profiles": []},
+            "transcoding": {
+                "enabled": detected.ffmpeg_version is not None,
+                "profiles": list(BUILT_IN) if detected.ffmpeg_version is not None else [],
+            },
             "configuration": {
                 "default_user_agent": config.upstream.user_agent,
                 "client_timeout": config.clients.client_timeout,

@@ -16,7 +16,16 @@ from m3u_proxy.cluster.node import COUNTERS
 from m3u_proxy.errors import NotFound, ValidationFailed
 from m3u_proxy.events.bus import EVENT_TYPES
 from m3u_proxy.events.recent import MAX_LIMIT
-from m3u_proxy.keys import CONFIG, NODE, PROVIDERS, RECENT_EVENTS, REGISTRY, STARTED, TRACKER
+from m3u_proxy.keys import (
+    CONFIG,
+    NODE,
+    PROVIDERS,
+    RECENT_EVENTS,
+    REGISTRY,
+    STARTED,
+    TRACKER,
+    TRANSCODES,
+)
 from m3u_proxy.process.memory import resident_bytes
 from m3u_proxy.providers.model import Providers
 from m3u_proxy.store.base import Doc
@@ -32,6 +41,8 @@ def stream_stat(
     default_user_agent: str,
     providers: Providers | None = None,
     remote: Doc | None = None,
+    *,
+    media: tuple[dict[str, object] | None, dict[str, object] | None] = (None, None),
 ) -> dict[str, Any]:
     """One StreamStat (API.md) from a definition, its runtime state and other instances'.
 
@@ -62,13 +73,15 @@ def stream_stat(
         "failover_attempts": runtime.failover_attempts if runtime else 0,
         "last_failover_time": runtime.last_failover_time if runtime else None,
         "upstream_connections": runtime.upstream_connections if runtime else 0,
-        "shared": runtime.shared if runtime else False,  # one producer feeds every viewer
+        # One producer feeds every viewer: a shared channel, or a transcode's ffmpeg.
+        "shared": (runtime.shared if runtime else False) or definition.profile is not None,
         "provider": provider.name if provider else definition.provider,
         "created_at": definition.created_at,
         "last_access": runtime.last_access if runtime else None,
         "metadata": dict(definition.metadata),
         "headers": sorted(definition.headers),  # names only: values may carry credentials
-        "media_info": None,  # filled by the transcoding issue's probe
+        "media_info": media[0],  # a running transcode's probed input
+        "output_media_info": media[1],  # and ffmpeg's progress (fps, speed, bitrate)
         "stall_timeout": definition.stall_timeout,
         "strict_live_ts": definition.strict_live_ts,
         "use_sticky_session": definition.use_sticky_session,
@@ -87,9 +100,16 @@ def stream_stat(
 def all_stream_stats(request: web.Request) -> list[dict[str, Any]]:
     tracker, providers = request.app[TRACKER], request.app[PROVIDERS]
     agent = request.app[CONFIG].upstream.user_agent
-    remote = request.app[NODE].remote_streams()
+    remote, transcodes = request.app[NODE].remote_streams(), request.app[TRANSCODES]
     return [
-        stream_stat(d, tracker.streams.get(d.stream_id), agent, providers, remote.get(d.stream_id))
+        stream_stat(
+            d,
+            tracker.streams.get(d.stream_id),
+            agent,
+            providers,
+            remote.get(d.stream_id),
+            media=transcodes.media(d.stream_id),
+        )
         for d in request.app[REGISTRY].all()
     ]
 
@@ -105,7 +125,12 @@ def active_stream_stats(request: web.Request) -> list[dict[str, Any]]:
             runtime = tracker.streams.get(stream_id)
             rows.append(
                 stream_stat(
-                    definition, runtime, agent, request.app[PROVIDERS], remote.get(stream_id)
+                    definition,
+                    runtime,
+                    agent,
+                    request.app[PROVIDERS],
+                    remote.get(stream_id),
+                    media=request.app[TRANSCODES].media(stream_id),
                 )
             )
     return rows

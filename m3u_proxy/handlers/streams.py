@@ -15,7 +15,7 @@ from aiohttp import web
 from m3u_proxy.cluster.commands import end_message, failover_message
 from m3u_proxy.errors import BadRequest, NotFound, StoreError
 from m3u_proxy.handlers.stats import all_clients, all_stream_stats, client_counts, stream_stat
-from m3u_proxy.keys import CONFIG, FAILOVER, NODE, PROVIDERS, REGISTRY, TRACKER
+from m3u_proxy.keys import CONFIG, FAILOVER, NODE, PROVIDERS, REGISTRY, TRACKER, TRANSCODES
 from m3u_proxy.logs import get_logger
 from m3u_proxy.streams.registry import StreamDefinition, parse_definition
 from m3u_proxy.streams.tracking import end_streams
@@ -32,7 +32,7 @@ log = get_logger(__name__)
 
 def describe(request: web.Request, definition: StreamDefinition) -> dict[str, Any]:
     """The registration answer (also one stream's shape for API consumers)."""
-    hls = definition.kind == "hls"
+    hls = definition.kind == "hls" or definition.profile_format == "hls"
     direct = playback_path(request, definition.stream_id, hls=False)
     playlist = playback_path(request, definition.stream_id, hls=True) if hls else None
     return {
@@ -57,6 +57,8 @@ async def delete_streams(
     request: web.Request, stream_ids: list[str], reason: str = "manual_deletion"
 ) -> list[StreamDefinition]:
     """Forget streams: persist first, then end their clients everywhere, emit stream_stopped."""
+    for stream_id in stream_ids:  # a transcode's ffmpeg stops now, not after the linger
+        request.app[TRANSCODES].end(stream_id)
     gone = await end_streams(request.app[REGISTRY], request.app[TRACKER], stream_ids, reason)
     if gone:
         message = end_message([d.stream_id for d in gone], reason)
@@ -94,6 +96,7 @@ async def get_stream(request: web.Request) -> web.Response:
                 request.app[CONFIG].upstream.user_agent,
                 request.app[PROVIDERS],
                 remote,
+                media=request.app[TRANSCODES].media(definition.stream_id),
             ),
             "clients": clients,
             "client_count": len(clients),

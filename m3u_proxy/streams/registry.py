@@ -81,10 +81,16 @@ class StreamDefinition:
     provider: str | None = None  # the account its URLs belong to when no prefix claims them
     sharing: Sharing | None = None  # None: config sharing.mode
     created_at: str = attrs.field(factory=utc_now)
+    # Transcoding (POST /transcode): the checked ffmpeg template, its variables and the
+    # format it writes ("mpegts" or "hls"); None for a plain proxied stream.
+    profile: str | None = None
+    profile_variables: Mapping[str, str] = attrs.field(factory=dict)
+    profile_format: str | None = None
 
     @property
     def kind(self) -> Literal["live", "vod", "hls"]:
-        if self.strict_live_ts:  # m3u-editor: live MPEG-TS whatever the URL says
+        if self.strict_live_ts or self.profile is not None:
+            # m3u-editor: live MPEG-TS whatever the URL says; a transcode's input too.
             return "live"
         return detect_kind(self.url, self.stream_type)
 
@@ -108,7 +114,7 @@ class StreamDefinition:
     @property
     def type_name(self) -> str:
         """StreamStat's ``stream_type`` (API.md), also used by events: one vocabulary."""
-        return TYPE_NAMES[self.kind]
+        return "Transcoding" if self.profile is not None else TYPE_NAMES[self.kind]
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -122,6 +128,7 @@ class StreamDefinition:
         doc = attrs.asdict(self)
         doc["failover_urls"] = list(self.failover_urls)
         doc["silence"] = dict(self.silence)
+        doc["profile_variables"] = dict(self.profile_variables)
         return doc
 
     @classmethod
@@ -142,6 +149,9 @@ class StreamDefinition:
             provider=doc.get("provider"),
             sharing=doc.get("sharing"),
             created_at=doc.get("created_at") or utc_now(),
+            profile=doc.get("profile"),
+            profile_variables=dict(doc.get("profile_variables", {})),
+            profile_format=doc.get("profile_format"),
         )
 
 

@@ -180,6 +180,7 @@ class TestLookupAndDelete:
             "shared",
             "headers",
             "media_info",
+            "output_media_info",
             "stall_timeout",
             "strict_live_ts",
             "use_sticky_session",

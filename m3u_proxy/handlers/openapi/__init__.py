@@ -22,6 +22,7 @@ from m3u_proxy.handlers.openapi.info import info_schemas
 from m3u_proxy.handlers.openapi.paths_api import _observability, _streams
 from m3u_proxy.handlers.openapi.paths_players import _playback, _playlists, _webhooks
 from m3u_proxy.handlers.openapi.providers import provider_paths
+from m3u_proxy.handlers.openapi.transcode import transcode_paths, transcode_schemas
 from m3u_proxy.handlers.openapi.types import ref
 from m3u_proxy.keys import CONFIG
 
@@ -59,12 +60,13 @@ def document(root_path: str = "") -> dict[str, Any]:
                 **_streams(),
                 **_playback(),
                 **provider_paths(),
+                **transcode_paths(),
                 **_webhooks(),
                 **_playlists(),
             }
         ),
         "components": {
-            "schemas": component_schemas() | info_schemas(),
+            "schemas": component_schemas() | info_schemas() | transcode_schemas(),
             "responses": {
                 name: _json(description, ref("Error")) for name, description in _ERRORS.values()
             }

@@ -35,7 +35,7 @@ def _stream_stat() -> Schema:
             "original_url": STRING,
             "current_url": STRING,
             "user_agent": {**STRING, "description": "the one sent: the stream's, else the default"},
-            "stream_type": {"enum": ["HLS", "VOD", "Live Continuous"]},
+            "stream_type": {"enum": ["HLS", "VOD", "Live Continuous", "Transcoding"]},
             "client_count": INTEGER,
             "total_bytes_served": INTEGER,
             "total_segments_served": INTEGER,
@@ -59,7 +59,8 @@ def _stream_stat() -> Schema:
             "last_access": MAYBE_TIME,
             "metadata": STRING_MAP,
             "headers": {**STRINGS, "description": "names of the extra headers, never values"},
-            "media_info": {"type": ["object", "null"]},
+            "media_info": ref("MediaInfo"),
+            "output_media_info": ref("OutputMediaInfo"),
             "stall_timeout": MAYBE_NUMBER,
             "strict_live_ts": BOOLEAN,
             "use_sticky_session": BOOLEAN,
@@ -204,7 +205,7 @@ def _metadata_match() -> Schema:
             "last_access": MAYBE_TIME,
             "is_active": BOOLEAN,
             "url": STRING,
-            "stream_type": {"enum": ["HLS", "VOD", "Live Continuous"]},
+            "stream_type": {"enum": ["HLS", "VOD", "Live Continuous", "Transcoding"]},
         }
     )
 
