@@ -45,7 +45,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	@set -e; for script in bench/*.py; do \
+	@set -e; for script in bench/[!_]*.py; do \
 		[ "$$script" = bench/soak.py ] && continue; \
 		echo "== $$script"; $(BIN)/python $$script $(BENCH_ARGS); \
 	done
