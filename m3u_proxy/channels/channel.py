@@ -164,6 +164,7 @@ class Channel:
         self.done = False  # the producer ended: viewers finish what they hold and end
         self.retired = False  # ending soon: new viewers get a new channel instead
         self.retired_for: str | None = None  # the viewer label it was retired for
+        self.closing = False  # its producer was cancelled: it ends within a loop turn
         self.skips = 0
         self.skipped_bytes = 0
         self.error: BaseException | None = None
@@ -348,8 +349,13 @@ class Channel:
         self.retired_for = for_label
 
     def close(self, reason: str = "client_left") -> None:
-        """Cancel the producer now (its ``finally`` closes the source)."""
+        """Cancel the producer now (its ``finally`` closes the source).
+
+        The task ends a loop turn or more later: until then the channel is ``closing``,
+        and a viewer arriving meanwhile gets a new channel, not this one's end of body.
+        """
         self.close_reason = reason
+        self.closing = True
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None

@@ -27,7 +27,9 @@ class Channels:
 
     def get(self, key: str) -> Channel | None:
         channel = self.channels.get(key)
-        return channel if channel is not None and not (channel.done or channel.retired) else None
+        if channel is None or channel.done or channel.retired or channel.closing:
+            return None
+        return channel
 
     def join(
         self,

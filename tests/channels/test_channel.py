@@ -201,6 +201,26 @@ class TestLifecycle:
         await asyncio.wait_for(feed.closed.wait(), 1)
         assert channels.get("s") is None
 
+    async def test_a_viewer_arriving_while_the_producer_closes_gets_a_new_one(self) -> None:
+        """The last viewer left (linger 0) and the producer's task is still ending when
+        another viewer arrives: it gets a channel of its own and plays, not the closing
+        channel's end of body (a 200 with nothing in it)."""
+        channels, old_feed, new_feed = hub(), Feed(), Feed()
+        leaving = channels.join("s", lambda: old_feed, lambda: None)
+        await leaving.channel.ready()
+        channels.leave(leaving)  # cancels the producer; it ends a loop turn later
+        arriving = channels.join("s", lambda: new_feed, lambda: None)
+        assert arriving.channel is not leaving.channel
+        await arriving.channel.ready()
+        sink = Sink()
+        task = asyncio.create_task(arriving.play(sink.send, zero_copy=False))
+        new_feed.queue.put_nowait(gop(1))
+        new_feed.queue.put_nowait(None)
+        await collect(task)
+        assert bytes(sink.data) == gop(1)
+        await asyncio.wait_for(old_feed.closed.wait(), 1)
+        assert (old_feed.runs, new_feed.runs) == (1, 1)
+
     async def test_linger_keeps_the_producer_for_a_returning_viewer(self) -> None:
         """A viewer arriving within ``linger`` reuses the open producer."""
         channels, feed = hub(linger=5), Feed()
