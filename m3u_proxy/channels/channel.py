@@ -74,6 +74,10 @@ class Viewer:
         self.stopped = False  # ended from outside (a kicked viewer): play() returns
         self.label = ""  # who this viewer is, for the producer's bookkeeping (free-form)
         self.client_id: str | None = None  # the id it is known by, once counted in
+        # Joined before the producer's source answered: it starts at the channel's first
+        # byte, as a player of its own connection would (not at the live edge, which
+        # would cost it a provider read's worth of time on every zap).
+        self.early = False
         self._stuck_at: tuple[int, float] | None = None
 
     def _start_at(self, point: int | None) -> bytes:
@@ -99,7 +103,8 @@ class Viewer:
         """
         channel = self.channel
         ring = channel.ring
-        head = self._start_at(channel.newest_point())
+        first = 0 if self.early and ring.start == 0 else channel.newest_point()
+        head = self._start_at(first)
         while not self.stopped:
             if head:
                 await self._send(send, head)
@@ -312,6 +317,7 @@ class Channel:
             self._linger = None
         viewer = Viewer(self, abort)
         viewer.label = label
+        viewer.early = not self._started.done()
         self.viewers.add(viewer)
         if self.on_viewers is not None:
             self.on_viewers()

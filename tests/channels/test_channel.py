@@ -98,6 +98,32 @@ class TestJoining:
         await collect(task)
         assert bytes(sink.data) == stream
 
+    async def test_viewers_waiting_for_the_start_begin_at_byte_0(self) -> None:
+        """Viewers that joined before the source answered start at the channel's first
+        byte even when the producer published before they began to play (a zap must not
+        wait a provider read for the next bytes); a later joiner, with no random access
+        point to start at, starts at the live edge."""
+        channels, feed = hub(), Feed()
+        opener = channels.join("s", lambda: feed, lambda: None)
+        second = channels.join("s", lambda: feed, lambda: None)
+        await opener.channel.ready()
+        head = b"".join(filler(VIDEO, cc=i, byte=1) for i in range(6))  # no keyframe
+        feed.queue.put_nowait(head)
+        await settle()
+        late = channels.join("s", lambda: feed, lambda: None)
+        sinks = [Sink(), Sink(), Sink()]
+        tasks = [
+            asyncio.create_task(viewer.play(sink.send, zero_copy=False))
+            for viewer, sink in zip((opener, second, late), sinks, strict=True)
+        ]
+        await settle()
+        tail = b"".join(filler(VIDEO, cc=i, byte=2) for i in range(3))
+        feed.queue.put_nowait(tail)
+        feed.queue.put_nowait(None)
+        for task in tasks:
+            await collect(task)
+        assert [bytes(sink.data) for sink in sinks] == [head + tail, head + tail, tail]
+
     async def test_a_failed_start_reaches_the_waiting_viewer(self) -> None:
         """A producer that raises before it started makes `ready` raise its error."""
 
