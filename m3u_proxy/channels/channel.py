@@ -294,6 +294,12 @@ class Channel:
             self.on_ended()
         self._on_close(self)
 
+    @property
+    def playing(self) -> bool:
+        """The producer's source answered and the channel has not ended."""
+        started = self._started
+        return started.done() and started.exception() is None and not self.done
+
     # -- viewer side ---------------------------------------------------------------
 
     async def ready(self) -> None:

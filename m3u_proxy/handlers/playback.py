@@ -10,7 +10,7 @@ from aiohttp import web
 
 from m3u_proxy.channels.hub import shares
 from m3u_proxy.errors import ServiceUnavailable, UpstreamFailed
-from m3u_proxy.handlers.shared import new_pump, play_shared, provider_limited
+from m3u_proxy.handlers.shared import head_of_shared, new_pump, play_shared, provider_limited
 from m3u_proxy.keys import CONFIG, REGISTRY, TRACKER
 from m3u_proxy.logs import bind_context
 from m3u_proxy.playback.feed import IsPlaylist
@@ -41,8 +41,11 @@ async def play(request: web.Request) -> web.StreamResponse:
     mode = request.app[CONFIG].sharing.mode
     limited = provider_limited(request, definition, runtime)
     # A shared stream: join its producer (no slot of its own), or open it (one slot).
-    if request.method == "GET" and shares(definition.sharing, mode, live=live, limited=limited):
-        return await play_shared(request, definition, runtime)
+    if shares(definition.sharing, mode, live=live, limited=limited):
+        if request.method == "GET":
+            return await play_shared(request, definition, runtime)
+        if (answered := await head_of_shared(request, definition)) is not None:
+            return answered
     player = player_of(request)
     pump = new_pump(
         request,

@@ -111,6 +111,20 @@ async def prepared(request: web.Request, content_type: str) -> web.StreamRespons
     return response
 
 
+async def head_of_shared(
+    request: web.Request, definition: StreamDefinition
+) -> web.StreamResponse | None:
+    """``HEAD`` on a shared stream whose channel is playing: the headers its viewers
+    get, without a provider connection (on a full account one would take a slot, zap
+    or preempt a viewer). None when no channel plays: the caller asks the provider."""
+    channel = request.app[CHANNELS].get(definition.stream_id)
+    if channel is None or not channel.playing:
+        return None
+    response = await prepared(request, channel.content_type)
+    await response.write_eof()
+    return response
+
+
 def taken_from_others(viewer: Viewer) -> bool:
     """The viewer's channel ended because the provider policy took its slot for
     somebody else's zap (not this viewer's own, and not a kick)."""

@@ -145,6 +145,30 @@ class TestWithProviderLimits:
             resp.close()
         await until(lambda: in_use_is(proxy, "acme", 0))
 
+    async def test_head_on_a_playing_channel_takes_no_slot(
+        self, proxy: Client, provider: Provider
+    ) -> None:
+        """HEAD on a shared channel of a full one-connection account, from a player that
+        watches nothing: the channel's headers, no provider connection, no preemption."""
+        await define(
+            proxy,
+            "acme",
+            max_connections=1,
+            match=[provider.url("/live/")],
+            on_limit="preempt_oldest",
+        )
+        one = await register(proxy, provider.url(f"/live/h1.ts?{LIVE}"))
+        viewer = await watch(proxy, one, "tv-a")
+        await read_exactly(viewer, TS_PACKET * 20)
+        head = await proxy.head(f"/stream/{one}", params={"client_id": "tv-b"})
+        assert head.status == 200
+        assert head.headers["Content-Type"] == "video/mp2t"
+        await read_exactly(viewer, TS_PACKET * 200)  # still playing
+        assert provider.total_connections == 1
+        view = await provider_view(proxy, "acme")
+        assert (view["in_use"], view["preempted_total"]) == (1, 0)
+        viewer.close()
+
     async def test_a_lone_viewer_zaps_away_from_its_shared_channel(
         self, proxy: Client, provider: Provider
     ) -> None:
