@@ -9,12 +9,12 @@ then streams from the ring. `new_pump` is where a pump gets its collaborators.
 import contextlib
 from collections.abc import Callable
 
-import aiohttp.http_writer
 from aiohttp import web
 
 from m3u_proxy.channels.channel import Buffer, Channel, Producer, Viewer
 from m3u_proxy.keys import CHANNELS, CONFIG, FAILOVER, PROVIDERS, REGISTRY, SLOTS, TRACKER, UPSTREAM
 from m3u_proxy.logs import get_logger
+from m3u_proxy.playback.body import body_writer
 from m3u_proxy.playback.feed import IsPlaylist
 from m3u_proxy.playback.pump import Pump
 from m3u_proxy.playback.shared import pump_producer
@@ -24,10 +24,6 @@ from m3u_proxy.streams.registry import StreamDefinition
 from m3u_proxy.streams.runtime import ClientState, StreamRuntime
 from m3u_proxy.web.requests import playback_path, player_of
 
-# aiohttp joins a chunk's framing and body into new bytes before it returns from
-# write() unless it uses transport.writelines (Python >= 3.12.9 / 3.13.2), which keeps a
-# reference to the slice: only then may a viewer write ring slices without a copy.
-_WRITER_JOINS = bool(getattr(aiohttp.http_writer, "SKIP_WRITELINES", False))
 log = get_logger(__name__)
 
 
@@ -199,15 +195,16 @@ class SharedPlayback:
     async def stream(self, response: web.StreamResponse, client: ClientState) -> None:
         """Ring to response until the channel ends; a slot taken by another viewer's
         zap in the instant this one joined only moves it to the next producer."""
-        chunked = response.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        # Ring slices are copied once, with their chunk framing, before write returns.
+        write = body_writer(self.request, response, copy=True)
 
         async def send(data: Buffer) -> None:
-            await response.write(data)
+            await write(data)
             client.bytes_served += len(data)
             client.skipped_bytes = self.skipped_before + self.viewer.skipped_bytes
 
         while True:
-            await self.viewer.play(send, zero_copy=chunked and _WRITER_JOINS)
+            await self.viewer.play(send, zero_copy=True)
             self.reason = self.viewer.channel.close_reason
             if not taken_from_others(self.viewer):
                 return

@@ -22,6 +22,7 @@ from aiohttp import web
 from m3u_proxy.config import SpliceConfig
 from m3u_proxy.errors import ProviderFull, ServiceUnavailable
 from m3u_proxy.logs import get_logger, redact_url, upstream_host
+from m3u_proxy.playback.body import BodySink, LiveBody
 from m3u_proxy.playback.feed import (
     Feed,
     IsPlaylist,
@@ -230,7 +231,7 @@ class Pump:
 
     # -- the copy loop --------------------------------------------------------------
 
-    async def _drain_source(self, response: web.StreamResponse, source: Feed) -> Failure | None:
+    async def _drain_source(self, response: BodySink, source: Feed) -> Failure | None:
         """Copy one source to the player until it ends; say why it ended (None: done).
 
         This is the hot path: one read, one optional splice, one write and two integer
@@ -281,7 +282,7 @@ class Pump:
             return None
         return Failure("eof", detail="provider ended the body")
 
-    async def copy(self, response: web.StreamResponse) -> None:
+    async def copy(self, response: BodySink) -> None:
         """Move bytes until the player leaves, the body is complete or the chain is spent."""
         while self.source is not None and not self.stopped:
             source = self.source
@@ -381,7 +382,7 @@ class Pump:
             log.info("playback_started", url=redact_url(url), range=self.client_range)
             if self.live and "mp2t" in response.headers.get("Content-Type", ""):
                 self.splicer = Splice(self.splice)
-            await self.copy(response)
+            await self.copy(LiveBody(self.request, response))
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()
             return response

@@ -7,9 +7,6 @@ stays generic: it takes this producer coroutine like any other (a transcoder's t
 """
 
 from collections.abc import Callable
-from typing import cast
-
-from aiohttp import web
 
 from m3u_proxy.channels.channel import Buffer, Channel, Producer
 from m3u_proxy.errors import UpstreamFailed
@@ -121,7 +118,7 @@ def pump_producer(
             pump.splicer = Splice(pump.splice)
             runtime.pumps.add(control)
             # The copy loop only calls ``write``: the ring stands in for a response.
-            await pump.copy(cast(web.StreamResponse, RingWriter(channel)))
+            await pump.copy(RingWriter(channel))
             channel.close_reason = pump.end_reason  # the chain was spent, or a stop
         finally:
             runtime.pumps.discard(control)
