@@ -16,7 +16,10 @@ The proxy runs pinned to core 0 with a high ``RLIMIT_NOFILE``; the load generato
 (one uvloop process, raised fd limit) and nginx run on core 1.
 
 JSON: rss_idle_mib, kib_per_client, clients_served_500, cpu_pct_200x8mbit,
-nginx_cpu_pct_200x8mbit, cpu_ratio_vs_nginx_200x8mbit, served_200x8mbit.
+nginx_cpu_pct_200x8mbit, cpu_ratio_vs_nginx_200x8mbit, served_200x8mbit,
+nginx_served_200x8mbit, cpu_s_per_gb_200x8mbit, nginx_cpu_s_per_gb_200x8mbit,
+cpu_per_gb_ratio_vs_nginx_200x8mbit (CPU-s per GB the clients received in the window:
+nginx may deliver less than the full rate when the load generator's core is busy).
 """
 
 import sys
@@ -69,8 +72,9 @@ async def hold(
     seconds: float,
     *,
     cpu: CpuMeter | None = None,
-) -> tuple[int, float, float, float]:
-    """N clients for ``seconds``: (served, peak RSS MiB, loadgen CPU %, target CPU %)."""
+) -> tuple[int, float, float, float, float]:
+    """N clients for ``seconds``: (served, peak RSS MiB, loadgen CPU %, target CPU %,
+    target CPU-s per GB the clients received in the window)."""
     counter = Counter()
     stop = asyncio.Event()
     tallies = [ClientTally() for _ in paths]
@@ -95,6 +99,9 @@ async def hold(
         peak = max(peak, rss_mib(rss_pid))
     wall = time.monotonic() - t0
     proxy_pct = cpu.percent() if cpu is not None else float("nan")
+    proxy_s = cpu.seconds() if cpu is not None else float("nan")
+    moved = sum(t.bytes - b0 for t, b0 in zip(tallies, start_bytes, strict=True))
+    per_gb = proxy_s / (moved / 1e9) if moved else float("nan")
     load_pct = load.percent()
     expected = rate * wall
     ratios = sorted(
@@ -109,7 +116,7 @@ async def hold(
     )
     await stop_readers(counter, stop, tasks)
     await asyncio.sleep(1.5)  # the proxy closes the provider sockets
-    return served, peak, load_pct, proxy_pct
+    return served, peak, load_pct, proxy_pct, per_gb
 
 
 async def bench(quick: bool, proxy: Proxy, rproxy: Nginx, src_port: int, rss_fresh: float) -> None:
@@ -131,27 +138,30 @@ async def bench(quick: bool, proxy: Proxy, rproxy: Nginx, src_port: int, rss_fre
     served_at: dict[int, int] = {}
     for n in levels:
         paths = [f"/stream/{s}" for s in low[:n]]
-        served, peak, load_pct, _ = await hold(proxy.port, proxy.pid, paths, LOW_RATE, seconds)
+        served, peak, load_pct, _, _ = await hold(proxy.port, proxy.pid, paths, LOW_RATE, seconds)
         served_at[n] = served
         points.append((float(n), peak))
         rows.append([f"{n} x 1 Mbit/s", f"{served}/{n}", fmt(peak), "-", fmt(load_pct)])
         print(f"  {n} clients: RSS {peak:.1f} MiB, served {served}/{n}", flush=True)
     meter = CpuMeter(proxy.pids)
     paths = [f"/stream/{s}" for s in high]
-    served_hi, peak_hi, load_hi, cpu_hi = await hold(
+    served_hi, peak_hi, load_hi, cpu_hi, gb_hi = await hold(
         proxy.port, proxy.pid, paths, HIGH_RATE, seconds, cpu=meter
     )
     rows.append(["200 x 8.4 Mbit/s", f"{served_hi}/200", fmt(peak_hi), fmt(cpu_hi), fmt(load_hi)])
     nginx_meter = CpuMeter(rproxy.pids)
     paths = [f"/live.ts?c={i}&rate={HIGH_RATE}" for i in range(200)]
     worker = rproxy.pids()[-1]
-    served_ng, peak_ng, load_ng, cpu_ng = await hold(
+    served_ng, peak_ng, load_ng, cpu_ng, gb_ng = await hold(
         rproxy.ports[0], worker, paths, HIGH_RATE, seconds, cpu=nginx_meter
     )
     rows.append(
         ["200 x 8.4 via nginx", f"{served_ng}/200", fmt(peak_ng), fmt(cpu_ng), fmt(load_ng)]
     )
     cpu_ratio = cpu_hi / cpu_ng if cpu_ng else float("nan")
+    # nginx may deliver less than the full rate when the load generator's core is busy:
+    # CPU-s per GB received compares the two at equal work.
+    gb_ratio = gb_hi / gb_ng if gb_ng else float("nan")
     kib = slope(points) * 1024
     table(
         f"Proxy memory and CPU ({seconds:.0f} s per level, served = >= 90 % of rate x time)",
@@ -170,6 +180,11 @@ async def bench(quick: bool, proxy: Proxy, rproxy: Nginx, src_port: int, rss_fre
                 f"{cpu_hi:.1f} % ({cpu_ratio:.1f} x {cpu_ng:.1f} %)",
                 verdict(cpu_ratio <= 2),
             ],
+            [
+                "same, per GB received",
+                f"{gb_hi:.2f} CPU-s/GB ({gb_ratio:.1f} x {gb_ng:.2f})",
+                verdict(gb_ratio <= 2),
+            ],
         ],
     )
     print(f"\n{pinning_note()}")
@@ -182,6 +197,10 @@ async def bench(quick: bool, proxy: Proxy, rproxy: Nginx, src_port: int, rss_fre
             "nginx_cpu_pct_200x8mbit": rounded(cpu_ng, 1),
             "cpu_ratio_vs_nginx_200x8mbit": rounded(cpu_ratio, 2),
             "served_200x8mbit": served_hi,
+            "nginx_served_200x8mbit": served_ng,
+            "cpu_s_per_gb_200x8mbit": rounded(gb_hi, 2),
+            "nginx_cpu_s_per_gb_200x8mbit": rounded(gb_ng, 2),
+            "cpu_per_gb_ratio_vs_nginx_200x8mbit": rounded(gb_ratio, 2),
         }
     )
 
