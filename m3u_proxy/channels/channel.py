@@ -198,8 +198,16 @@ class Channel:
 
     def open(self) -> None:
         """Start the producer task (once)."""
-        if self._task is None:
+        if self._task is None and not self.done:
             self._task = asyncio.create_task(self._run(), name=f"channel-{self.key}")
+            self._task.add_done_callback(self._let_go)
+
+    def _let_go(self, task: "asyncio.Task[None]") -> None:
+        """The task is over: drop it. A cancelled task keeps its CancelledError, whose
+        traceback holds the producer's frames and so this channel: a cycle that kept
+        the ring (4 MiB) alive after every zap until the next full garbage collection."""
+        if self._task is task:
+            self._task = None
 
     async def _run(self) -> None:
         try:
@@ -293,6 +301,15 @@ class Channel:
         if self._started.done() and not self._started.exception() and self.on_ended:
             self.on_ended()
         self._on_close(self)
+        self._release_if_over()
+
+    def _release_if_over(self) -> None:
+        """Ended and nobody left to drain it: free the ring now, not whenever the last
+        reference cycle through a finished request is collected."""
+        if self.done and not self.viewers and self.ring.allocated:
+            self.ring.release()
+            self._psi.clear()
+            self.on_started = self.on_ended = self.on_viewers = None
 
     @property
     def playing(self) -> bool:
@@ -342,7 +359,10 @@ class Channel:
         self.viewers.discard(viewer)
         if self.on_viewers is not None:
             self.on_viewers()
-        if self.viewers or self.done:
+        if self.done:
+            self._release_if_over()
+            return
+        if self.viewers:
             return
         if linger <= 0:
             self.close()
@@ -373,7 +393,7 @@ class Channel:
             self._linger = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        elif self._task is None:
+        elif self._task is None and not self.done:
             self._finish()
 
     async def wait_closed(self) -> None:

@@ -32,6 +32,18 @@ class PacketRing:
         self._points: collections.deque[int] = collections.deque()
 
     @property
+    def allocated(self) -> int:
+        """Bytes of buffer held (0 once released)."""
+        return len(self._buffer)
+
+    def release(self) -> None:
+        """Give the buffer back at once: the channel is over and nobody reads it. (A
+        slice still held elsewhere keeps its own reference; nothing reads this ring.)"""
+        self._buffer = bytearray()
+        self._view = memoryview(self._buffer)
+        self._points.clear()
+
+    @property
     def start(self) -> int:
         """The oldest absolute offset still held."""
         return max(0, self.end - self.capacity)

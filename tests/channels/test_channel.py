@@ -1,6 +1,8 @@
 """Shared channels in-loop, with a producer made by hand: joins, laps, ends, lifecycle."""
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -246,6 +248,29 @@ class TestLifecycle:
         assert bytes(sink.data) == gop(1)
         await asyncio.wait_for(old_feed.closed.wait(), 1)
         assert (old_feed.runs, new_feed.runs) == (1, 1)
+
+    async def test_a_cancelled_channel_is_freed_without_the_collector(self) -> None:
+        """The cancelled producer task's CancelledError holds the producer's frames, and
+        they hold the channel: once the task is over the channel lets go of it, so the
+        channel (and its ring) go with reference counting alone; the ring is given back
+        as soon as the channel has ended with nobody left on it."""
+        channels, feed = hub(), Feed()
+        viewer = channels.join("s", lambda: feed, lambda: None)
+        await viewer.channel.ready()
+        feed.queue.put_nowait(gop(1))
+        await settle()
+        channel = viewer.channel
+        ring, ref = channel.ring, weakref.ref(channel)
+        gc.disable()
+        try:
+            channels.leave(viewer)
+            del viewer, channel
+            await asyncio.wait_for(feed.closed.wait(), 1)
+            await settle()
+            assert ring.allocated == 0
+            assert ref() is None
+        finally:
+            gc.enable()
 
     async def test_linger_keeps_the_producer_for_a_returning_viewer(self) -> None:
         """A viewer arriving within ``linger`` reuses the open producer."""

@@ -1,12 +1,13 @@
 """Shared channels through the proxy: one provider connection, many viewers."""
 
 import asyncio
+import gc
 import time
 
 import pytest
 
 from m3u_proxy.events.bus import Event
-from m3u_proxy.keys import EVENTS
+from m3u_proxy.keys import CHANNELS, EVENTS
 from tests.conftest import ProxyFactory, until
 from tests.handlers.test_playback import (
     Client,
@@ -187,6 +188,37 @@ class TestWithProviderLimits:
 
 
 class TestLifecycle:
+    async def test_a_closed_channels_ring_is_given_back_at_once(
+        self, proxy: Client, provider: Provider
+    ) -> None:
+        """Zapping through shared channels of a limited account: the ring (4 MiB) of each
+        channel the viewer leaves is given back at once (garbage collector off), not
+        kept alive through a finished request's reference cycles until the next full
+        collection."""
+        assert proxy.app is not None
+        hub = proxy.app[CHANNELS]
+        await define(proxy, "acme", max_connections=1, match=[provider.url("/live/")])
+        ids = [await register(proxy, provider.url(f"/live/g{n}.ts?{LIVE}")) for n in range(3)]
+        gc.collect()
+        gc.disable()
+        try:
+            channels = []
+            current = None
+            for sid in ids:
+                viewer = await watch(proxy, sid, "tv-a")
+                await read_exactly(viewer, TS_PACKET * 20)
+                channels.append(hub.channels[sid])
+                if current is not None:
+                    current.close()
+                current = viewer
+            assert current is not None
+            current.close()
+            await until(lambda: in_use_is(proxy, "acme", 0))
+            await until(lambda: asyncio.sleep(0, not hub.channels))
+            assert [channel.ring.allocated for channel in channels] == [0, 0, 0]
+        finally:
+            gc.enable()
+
     async def test_last_viewer_closes_the_provider_socket(
         self, proxy_factory: ProxyFactory, provider: Provider
     ) -> None:
