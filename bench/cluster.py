@@ -25,8 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncio
-import contextlib
-import math
 import shutil
 import subprocess
 import time
@@ -59,7 +57,7 @@ from bench._common import (
     wait_port,
     write_ts_file,
 )
-from bench.latency import BACKUP, PRIMARY, TsWatcher, watch
+from bench.latency import BACKUP, PRIMARY, failover_once
 
 FILE_SIZE = 128 * 1_048_576
 RATE = 1_000_000  # bytes per second: 8 Mbit/s
@@ -189,32 +187,11 @@ def propagation(a: Proxy, b: Proxy, src_port: int, count: int) -> list[float]:
 
 async def remote_failover(a: Proxy, b: Proxy, src_port: int, runs: int) -> list[float]:
     """Milliseconds from posting a manual failover to A until B's viewer gets the backup."""
-    results = []
-    base = f"http://127.0.0.1:{src_port}"
     async with aiohttp.ClientSession() as session:
-        for i in range(runs):
-            stream_id = a.register(
-                f"{base}/primary.ts?rate={RATE}&f={i}", [f"{base}/backup.ts?rate={RATE}&f={i}"]
-            )
-            watcher = TsWatcher()
-            task = asyncio.create_task(watch(session, f"{b.base}/stream/{stream_id}", watcher))
-            try:
-                async with asyncio.timeout(5):
-                    await watcher.event(PRIMARY).wait()
-                await asyncio.sleep(0.3)
-                t0 = time.monotonic()
-                async with session.post(f"{a.base}/streams/{stream_id}/failover") as resp:
-                    await resp.read()
-                async with asyncio.timeout(5):
-                    await watcher.event(BACKUP).wait()
-                results.append((watcher.first_seen[BACKUP] - t0) * 1000)
-            except TimeoutError:
-                results.append(math.nan)
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
-                    await task
-    return results
+        return [
+            (await failover_once(session, a, b, src_port, rate=RATE, tag=f"f={i}"))[0] * 1000
+            for i in range(runs)
+        ]
 
 
 async def bench(quick: bool, root: Path, src_port: int) -> None:

@@ -185,35 +185,53 @@ async def burst(
     return times, direct, nginx
 
 
+async def failover_once(
+    session: aiohttp.ClientSession,
+    registry: Proxy,
+    viewer: Proxy,
+    src_port: int,
+    *,
+    rate: int,
+    tag: str,
+) -> tuple[float, int]:
+    """Register a primary/backup stream on ``registry``, play it from ``viewer``, post a
+    manual failover to ``registry``: (seconds from the POST to the viewer's first backup
+    packet, NaN when it never came; packets the viewer could not read)."""
+    base = f"http://127.0.0.1:{src_port}"
+    stream_id = registry.register(
+        f"{base}/primary.ts?rate={rate}&{tag}", [f"{base}/backup.ts?rate={rate}&{tag}"]
+    )
+    watcher = TsWatcher()
+    task = asyncio.create_task(watch(session, f"{viewer.base}/stream/{stream_id}", watcher))
+    try:
+        async with asyncio.timeout(5):
+            await watcher.event(PRIMARY).wait()
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        async with session.post(f"{registry.base}/streams/{stream_id}/failover") as resp:
+            await resp.read()
+        async with asyncio.timeout(5):
+            await watcher.event(BACKUP).wait()
+        return watcher.first_seen[BACKUP] - t0, watcher.bad
+    except TimeoutError:
+        return math.nan, watcher.bad
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+            await task
+
+
 async def manual_failover(
     session: aiohttp.ClientSession, proxy: Proxy, src_port: int, runs: int
 ) -> tuple[list[float], int]:
     results: list[float] = []
     bad = 0
     for i in range(runs):
-        base = f"http://127.0.0.1:{src_port}"
-        stream_id = proxy.register(
-            f"{base}/primary.ts?rate={RATE}&m={i}", [f"{base}/backup.ts?rate={RATE}&m={i}"]
+        seconds, unreadable = await failover_once(
+            session, proxy, proxy, src_port, rate=RATE, tag=f"m={i}"
         )
-        watcher = TsWatcher()
-        task = asyncio.create_task(watch(session, f"{proxy.base}/stream/{stream_id}", watcher))
-        try:
-            async with asyncio.timeout(5):
-                await watcher.event(PRIMARY).wait()
-            await asyncio.sleep(0.3)
-            t0 = time.monotonic()
-            async with session.post(f"{proxy.base}/streams/{stream_id}/failover") as resp:
-                await resp.read()
-            async with asyncio.timeout(5):
-                await watcher.event(BACKUP).wait()
-            results.append(watcher.first_seen[BACKUP] - t0)
-        except TimeoutError:
-            results.append(math.nan)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
-                await task
-        bad += watcher.bad
+        results.append(seconds)
+        bad += unreadable
     return results, bad
 
 

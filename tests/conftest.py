@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -106,6 +107,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def start_fails(data_dir: Path, env: dict[str, str]) -> "subprocess.CompletedProcess[str]":
+    """Run the real server (default log level) on ``data_dir`` and return once it exits:
+    for start-up errors, which must stop it with a status and a line of their own."""
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "m3u_proxy", "--data-dir", str(data_dir)),
+            *("--port", "0", "--host", "127.0.0.1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+        env=env,
+    )
 
 
 def proxy_argv(data_dir: Path, port: int, *extra: str) -> list[str]:

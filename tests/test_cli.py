@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from m3u_proxy.cli import main
+from tests.conftest import start_fails
 
 
 class TestMain:
@@ -48,24 +49,8 @@ class TestMain:
     def test_corrupt_database_exits_2(self, tmp_path: Path) -> None:
         """A corrupt SQLite registry stops the real process with status 2 and one line."""
         (tmp_path / "m3u-proxy.sqlite3").write_bytes(b"garbage" * 200)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "m3u_proxy",
-                "--data-dir",
-                str(tmp_path),
-                "--port",
-                "0",
-                "--host",
-                "127.0.0.1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-            env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},  # SQLite's case
-        )
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # SQLite's case
+        proc = start_fails(tmp_path, env)
         assert proc.returncode == 2
         assert "cannot open the database" in proc.stderr
         assert "Traceback" not in proc.stderr

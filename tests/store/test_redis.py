@@ -4,8 +4,6 @@ while it is away, and a listener that comes back and reloads by itself."""
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from m3u_proxy.cli import main
 from m3u_proxy.errors import StoreError, StoreUnavailable
 from m3u_proxy.store.redis import RedisStore
-from tests.conftest import ProxyFactory, free_port, until
+from tests.conftest import ProxyFactory, free_port, start_fails, until
 from tests.redisd import RedisServer
 
 
@@ -28,24 +26,7 @@ class TestStart:
         """The real process stops with status 2 and one line that hides the password."""
         port = free_port()
         env = _without_redis_env() | {"REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0"}
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "m3u_proxy",
-                "--data-dir",
-                str(tmp_path),
-                "--port",
-                "0",
-                "--host",
-                "127.0.0.1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-            env=env,
-        )
+        proc = start_fails(tmp_path, env)
         assert proc.returncode == 2
         assert proc.stderr.count("\n") == 1
         assert f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0" in proc.stderr
