@@ -93,13 +93,14 @@ class Viewer:
         """Write the channel to ``send`` until it ends (returns) or ``send`` raises.
 
         Bytes go out as memoryview slices of the ring when ``zero_copy`` says the writer
-        consumes them before it returns (aiohttp's chunked writer joins them into new
-        bytes on Python 3.11); otherwise each slice is copied first, because a transport
-        that keeps a reference while the socket is full would later send whatever the
-        producer has written there since. Either way the slice is taken and handed over
-        without an await in between, so it is exactly the producer's bytes at that
-        offset; a write that blocks while the producer laps the viewer only moves the
-        cursor to the newest random access point afterwards (``skipped_bytes``).
+        consumes them before it returns (the HTTP viewer's `playback.body.body_writer`
+        joins each slice with its chunk framing); otherwise each slice is copied first,
+        because a transport that keeps a reference while the socket is full would later
+        send whatever the producer has written there since. Either way the slice is
+        taken and handed over without an await in between, so it is exactly the
+        producer's bytes at that offset; a write that blocks while the producer laps the
+        viewer only moves the cursor to the newest random access point afterwards
+        (``skipped_bytes``).
         """
         channel = self.channel
         ring = channel.ring

@@ -23,7 +23,8 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 
-Buffer = bytes | memoryview
+from m3u_proxy.channels.channel import Buffer
+
 Write = Callable[[Buffer], Awaitable[None]]
 CRLF = b"\r\n"
 
