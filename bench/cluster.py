@@ -16,7 +16,8 @@ Three measurements, each against the same nginx byte source (a TS file on tmpfs)
 
 JSON: cluster_mbps_50, single_mbps_50, cpu_s_per_gb_cluster, cpu_s_per_gb_single,
 viewers_per_core_8mbit, redis_ops_per_minute, redis_ops_per_viewer_minute,
-propagation_ms_p50/p95, remote_failover_ms_p50/p95.
+propagation_ms_p50/p95, propagation_errors (registrations B answered with a 5xx, e.g.
+the source refusing connections right after the paced phase), remote_failover_ms_p50/p95.
 """
 
 import sys
@@ -163,9 +164,11 @@ async def paced(proxy: Proxy, redis: Redis, ids: list[str], seconds: float) -> t
     return per_core, ops / (wall / 60)
 
 
-def propagation(a: Proxy, b: Proxy, src_port: int, count: int) -> list[float]:
-    """Milliseconds from A's answer to a registration until B serves the stream."""
-    delays = []
+def propagation(a: Proxy, b: Proxy, src_port: int, count: int) -> tuple[list[float], int]:
+    """Milliseconds from A's answer to a registration until B serves the stream, and how
+    many registrations B answered with a 5xx instead (the source's, not a propagation
+    time: counted, left out of the times, and the next registration goes on)."""
+    delays, errors = [], 0
     for n in range(count):
         stream_id = a.register(f"http://127.0.0.1:{src_port}/big.ts?p={n}-{time.time()}", (), "vod")
         t0 = time.monotonic()
@@ -176,13 +179,16 @@ def propagation(a: Proxy, b: Proxy, src_port: int, count: int) -> list[float]:
             try:
                 with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
                     resp.read()
-                    break
+                delays.append((time.monotonic() - t0) * 1000)
+                break
             except urllib.error.HTTPError as exc:
-                if exc.code != 404:
+                if exc.code >= 500:
+                    errors += 1
+                    break
+                if exc.code != 404:  # 404: not on B yet
                     raise
-        delays.append((time.monotonic() - t0) * 1000)
         time.sleep(0.05)
-    return delays
+    return delays, errors
 
 
 async def remote_failover(a: Proxy, b: Proxy, src_port: int, runs: int) -> list[float]:
@@ -234,7 +240,7 @@ async def bench(quick: bool, root: Path, src_port: int) -> None:
         paced_ids = [a.register(u, (), "vod") for u in paced_urls]
         per_core, ops_minute = await paced(a, redis, paced_ids, seconds * 2)
         ops = ops_minute / viewers
-        delays = propagation(a, b, src_port, 10 if quick else 40)
+        delays, propagation_errors = propagation(a, b, src_port, 10 if quick else 40)
         p50, p95 = percentile(delays, 50), percentile(delays, 95)
         moves = await remote_failover(a, b, src_port, 5 if quick else 20)
         f50, f95 = percentile(moves, 50), percentile(moves, 95)
@@ -246,7 +252,8 @@ async def bench(quick: bool, root: Path, src_port: int) -> None:
                 ["Redis operations per minute (2 instances)", fmt(ops_minute, 0)],
                 [f"Redis operations per viewer per minute ({viewers} viewers)", fmt(ops, 1)],
                 [
-                    f"registration on A -> playable on B, p50 / p95 ({len(delays)} runs)",
+                    f"registration on A -> playable on B, p50 / p95 ({len(delays)} runs,"
+                    f" {propagation_errors} answered 5xx)",
                     f"{p50:.1f} / {p95:.1f} ms",
                 ],
                 [
@@ -268,6 +275,7 @@ async def bench(quick: bool, root: Path, src_port: int) -> None:
                 "redis_ops_per_viewer_minute": rounded(ops, 2),
                 "propagation_ms_p50": rounded(p50, 1),
                 "propagation_ms_p95": rounded(p95, 1),
+                "propagation_errors": propagation_errors,
                 "remote_failover_ms_p50": rounded(f50, 1),
                 "remote_failover_ms_p95": rounded(f95, 1),
             }

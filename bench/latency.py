@@ -201,6 +201,13 @@ async def failover_once(
     stream_id = registry.register(
         f"{base}/primary.ts?rate={rate}&{tag}", [f"{base}/backup.ts?rate={rate}&{tag}"]
     )
+    if viewer is not registry:  # another instance: wait until it knows the stream
+        async with asyncio.timeout(5):
+            while True:
+                async with session.get(f"{viewer.base}/streams/{stream_id}") as known:
+                    if known.status == 200:
+                        break
+                await asyncio.sleep(0.001)
     watcher = TsWatcher()
     task = asyncio.create_task(watch(session, f"{viewer.base}/stream/{stream_id}", watcher))
     try:
