@@ -32,6 +32,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tests.media import FFMPEG, FFPROBE, ffmpeg
+from tests.providers import serve_on_loopback
 
 PACKET = 188
 
@@ -116,10 +117,7 @@ class LiveMedia:
         app = web.Application()
         app.router.add_get("/ch/{name}.ts", self._serve)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
+        self.base_url = await serve_on_loopback(self._runner)
         return self
 
     async def __aexit__(self, *_: object) -> None:

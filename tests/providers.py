@@ -228,6 +228,14 @@ class _TrackingRunner(web.AppRunner):
         return server
 
 
+async def serve_on_loopback(runner: web.AppRunner) -> str:
+    """Set ``runner`` up and serve it on a free loopback port; its base URL."""
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
 class Provider:
     """The fake provider; `async with Provider() as p:` serves on `p.base_url`."""
 
@@ -328,10 +336,7 @@ class Provider:
         ):
             app.router.add_get(pattern, handler)
         self._runner = _TrackingRunner(app, self._connection_opened, self._connection_lost)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
+        self.base_url = await serve_on_loopback(self._runner)
 
     async def close(self) -> None:
         """Stop serving and drop every connection (handlers are cancelled)."""

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from m3u_proxy.events.bus import EVENT_TYPES
 from m3u_proxy.keys import EVENTS
 from tests.conftest import ProxyFactory
-from tests.providers import TS_PACKET, Provider
+from tests.providers import TS_PACKET, Provider, serve_on_loopback
 
 Client = TestClient[Any, Any]
 ENVELOPE_KEYS = {"event_id", "event_type", "stream_id", "timestamp", "data"}
@@ -60,10 +60,7 @@ class Receiver:
         app.router.add_post("/hook/{name}", self._hook)
         # handler_cancellation: hanging handlers end when the proxy gives up or we close.
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
+        self.base_url = await serve_on_loopback(self._runner)
         return self
 
     async def __aexit__(self, *_: object) -> None:

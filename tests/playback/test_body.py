@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 import pytest
 import uvloop
+import yarl
 from aiohttp import web
 
 from m3u_proxy.playback.body import body_writer
+from tests.providers import serve_on_loopback
 
 CHUNK = 64 * 1024
 CHUNKS = 96  # 6 MiB: far more than a loopback socket buffers
@@ -49,11 +51,8 @@ async def serve_and_read(copy: bool, http10: bool = False) -> tuple[bytes, int, 
     app = web.Application()
     app.router.add_get("/live", handler)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    base = yarl.URL(await serve_on_loopback(runner))
+    reader, writer = await asyncio.open_connection(base.host, base.port)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     version = "1.0" if http10 else "1.1"
