@@ -37,6 +37,7 @@ from m3u_proxy.store.base import Doc, Listener, MessageHandler
 
 log = get_logger(__name__)
 RECONNECT_DELAY = 0.5  # seconds between attempts to get the listener back
+CONFIRM_TIMEOUT = 5.0  # seconds Redis has to confirm the listener's subscription
 
 
 def _json(doc: Any) -> str:
@@ -237,9 +238,20 @@ class RedisStore:
     # -- the listener ------------------------------------------------------------------
 
     async def _subscribe(self) -> PubSub:
+        """Subscribe and wait for Redis to confirm: from then on nothing sent is missed.
+
+        Returning as soon as SUBSCRIBE was written left a gap: a Redis that went away
+        before it read the command never confirmed it, redis-py re-subscribed on the new
+        connection, and that single confirmation looked like the first one (no reload).
+        """
         pubsub = self._client.pubsub()
         try:
             await pubsub.subscribe(self._channel)
+            async with asyncio.timeout(CONFIRM_TIMEOUT):
+                while True:
+                    message = await pubsub.get_message(timeout=CONFIRM_TIMEOUT)
+                    if message is not None and message["type"] == "subscribe":
+                        break
         except BaseException:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
             raise
@@ -248,13 +260,17 @@ class RedisStore:
     async def _listen(self, pubsub: PubSub) -> None:
         """Hand each message to its owner; after a loss of Redis, reload everything.
 
-        redis-py re-subscribes by itself after a reconnect, and Redis confirms every
-        subscription: a confirmation after the first one means we were away.
+        `_subscribe` consumed the first confirmation. Any later one means redis-py
+        reconnected and re-subscribed by itself; a new subscription after an error means
+        we did. Either way messages may have been lost while we were away.
         """
-        confirmed = False
+        missed = False
         while True:
             try:
                 try:
+                    if missed:
+                        await self._resync()
+                        missed = False
                     while True:
                         message = await pubsub.get_message(timeout=5.0)
                         if message is None:
@@ -262,15 +278,14 @@ class RedisStore:
                         if message["type"] == "message":
                             await self._dispatch(message["data"])
                         elif message["type"] == "subscribe":
-                            if confirmed:
-                                await self._resync()
-                            confirmed = True
+                            await self._resync()
                 finally:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # as above
             except (RedisError, OSError) as exc:
                 if (task := asyncio.current_task()) is not None and task.cancelling():
-                    raise asyncio.CancelledError from exc  # see `_unavailable`
+                    raise asyncio.CancelledError from exc  # see `unavailable`
                 self.connected = False
+                missed = True
                 log.warning("redis_lost", url=self.url, error=why(exc))
             pubsub = await self._reconnect()
 
@@ -281,7 +296,7 @@ class RedisStore:
                 for listener in listeners:
                     await listener(None)
                 log.debug("redis_resync", kind=kind)
-        except StoreError as exc:  # away again: the next confirmation retries
+        except StoreError as exc:  # away again: reconnect, then reload again
             raise RedisError("Redis went away during a reload") from exc
         if not self.connected:
             self.connected = True

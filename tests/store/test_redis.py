@@ -79,6 +79,72 @@ class TestOutage:
             await store.close()
 
 
+class SlowConfirmRedis:
+    """Just enough of Redis for `RedisStore.open`: every command is answered at once,
+    except SUBSCRIBE, whose confirmation comes `delay` seconds later (or never)."""
+
+    def __init__(self, delay: float | None) -> None:
+        self.delay = delay
+        self.confirmed_at: float | None = None
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> "SlowConfirmRedis":
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"redis://127.0.0.1:{port}/0"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                count = int((await reader.readline())[1:])
+                args = []
+                for _ in range(count):
+                    size = int((await reader.readline())[1:])
+                    args.append((await reader.readexactly(size + 2))[:-2])
+                if args[0].upper() != b"SUBSCRIBE":
+                    writer.write(b"+PONG\r\n" if args[0].upper() == b"PING" else b"+OK\r\n")
+                    continue
+                if self.delay is None:
+                    continue
+                await asyncio.sleep(self.delay)
+                channel = args[1]
+                writer.write(
+                    b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(channel), channel)
+                )
+                self.confirmed_at = asyncio.get_running_loop().time()
+        except (ValueError, asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+class TestSubscription:
+    async def test_open_returns_after_redis_confirmed_the_subscription(self) -> None:
+        """A Redis lost between SUBSCRIBE and its confirmation once left no reload signal
+        (CI flake): `open` now waits for the confirmation, so nothing is missed after it."""
+        async with SlowConfirmRedis(0.3) as fake:
+            store = await RedisStore.open(fake.url, "o", "i")
+            returned = asyncio.get_running_loop().time()
+            try:
+                assert fake.confirmed_at is not None
+                assert returned >= fake.confirmed_at
+            finally:
+                await store.close()
+
+    async def test_a_subscription_never_confirmed_is_a_store_error(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A server that takes SUBSCRIBE and never confirms it is not a working Redis."""
+        monkeypatch.setattr("m3u_proxy.store.redis.CONFIRM_TIMEOUT", 0.3)
+        async with SlowConfirmRedis(None) as fake:
+            with pytest.raises(StoreError, match="cannot reach Redis"):
+                await RedisStore.open(fake.url, "o", "i")
+
+
 class TestApi:
     async def test_management_writes_answer_503_while_redis_is_down(
         self, proxy_factory: ProxyFactory, redis_server: RedisServer
