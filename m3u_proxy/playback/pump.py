@@ -19,6 +19,7 @@ import contextlib
 import aiohttp
 from aiohttp import web
 
+from m3u_proxy.channels.channel import Buffer
 from m3u_proxy.config import SpliceConfig
 from m3u_proxy.errors import ProviderFull, ServiceUnavailable
 from m3u_proxy.logs import get_logger, redact_url, upstream_host
@@ -238,9 +239,9 @@ class Pump:
         additions per chunk. Errors of the player's socket propagate as `PlayerGone`.
         """
         read, size = source.response.content.read, self.chunk_size
-        splicer = self.splicer
-        client = self.client
-        write = response.write
+        splicer, client = self.splicer, self.client
+        write, write_pair = response.write, response.write_pair
+        head: Buffer = b""
         try:
             chunk = await read(size)
             if chunk:
@@ -248,24 +249,22 @@ class Pump:
             while chunk:
                 if splicer is not None:
                     head, data = splicer.feed(chunk)
-                    if head:  # one write: a copy costs less than a second write (#19)
-                        data = b"".join((head, data))
                 else:
                     data = chunk
-                # Drop the reference before the next await: a player waiting for its
-                # provider must not pin the last chunk.
-                chunk = b""
+                chunk = b""  # a player waiting for its provider pins no old chunk
                 self.writing = True
                 # The player's socket errors are caught apart from the provider's
                 # (aiohttp's ClientConnectionResetError is both a ConnectionError and a
                 # ClientConnectionError): a player leaving is no provider failure.
                 try:
-                    if data:
-                        sent = len(data)
+                    sent = len(head) + len(data)
+                    if head:  # the packet completed from the last read: one write (#19)
+                        await write_pair(head, data)
+                    elif data:
                         await write(data)
-                        data = b""
-                        self.sent += sent
-                        client.bytes_served += sent
+                    head = data = b""
+                    self.sent += sent
+                    client.bytes_served += sent
                 except ConnectionError as exc:
                     raise PlayerGone from exc
                 self.writing = False

@@ -27,6 +27,10 @@ class RingWriter:
     async def write(self, data: Buffer) -> None:
         self.channel.publish(data)
 
+    async def write_pair(self, head: Buffer, body: Buffer) -> None:
+        self.channel.publish(head)
+        self.channel.publish(body)
+
 
 class ProducerControl:
     """The producer as its stream's runtime sees it (`PumpControl`): a manual failover

@@ -7,10 +7,8 @@ walk. `m3u_proxy.transcode` stays below playback: it takes this feed coroutine a
 """
 
 from collections.abc import Callable
-from typing import cast
 
-from aiohttp import web
-
+from m3u_proxy.channels.channel import Buffer
 from m3u_proxy.errors import UpstreamFailed
 from m3u_proxy.playback.feed import IsPlaylist, PlayerGone
 from m3u_proxy.playback.pump import Pump
@@ -27,6 +25,9 @@ class StdinWriter:
 
     def __init__(self, write: Write) -> None:
         self.write = write
+
+    async def write_pair(self, head: Buffer, body: Buffer) -> None:
+        await self.write(b"".join((head, body)))  # one write to ffmpeg's pipe
 
 
 def chain_feed(
@@ -73,7 +74,7 @@ def chain_feed(
             state.pumps.add(control)
             # The copy loop only calls ``write``: ffmpeg's stdin stands in for a response.
             try:
-                await pump.copy(cast(web.StreamResponse, StdinWriter(write)))
+                await pump.copy(StdinWriter(write))
             except PlayerGone as exc:  # ffmpeg died: its stdin is closed (session restarts it)
                 raise BrokenPipeError("ffmpeg closed its input") from exc
         finally:
