@@ -107,8 +107,8 @@ def pair_writer(request: web.BaseRequest, response: web.StreamResponse, write: W
 
     async def pair(head: Buffer, body: Buffer) -> None:
         nonlocal first
-        transport = writer.transport
-        if first or not fast or transport is None or transport.is_closing():
+        transport = writer.transport if fast and not first else None
+        if transport is None or transport.is_closing():
             first = False
             await write(b"".join((head, body)))  # `write` sends the headers, or raises
             return

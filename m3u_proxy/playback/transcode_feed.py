@@ -72,7 +72,8 @@ def chain_feed(
                 raise
             pump.splicer = Splice(pump.splice)  # a single player's splice rules
             state.pumps.add(control)
-            # The copy loop only calls ``write``: ffmpeg's stdin stands in for a response.
+            # The copy loop only calls ``write`` and ``write_pair``: ffmpeg's stdin
+            # stands in for a response.
             try:
                 await pump.copy(StdinWriter(write))
             except PlayerGone as exc:  # ffmpeg died: its stdin is closed (session restarts it)
